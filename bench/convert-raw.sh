@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Times `vdisk convert -O raw` against `cp --sparse=always` and
+# `qemu-img convert -O raw` on the same generated image, in the same run,
+# and prints the ratios. Also checks the output: byte-identical to the
+# input, and no more allocated than the input plus 1%.
+#
+#   bench/convert-raw.sh [SIZE_GIB=4] [DATA_MIB=1024]
+#
+# Needs qemu-img, qemu-io, sfdisk and hyperfine (.ci/install-tools).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_gib=${1:-4}
+data_mib=${2:-1024}
+work=bench/work
+mkdir -p "$work"
+src=$work/src-${size_gib}G.raw
+
+if [ ! -f "$src" ]; then
+  echo "generating $src: ${size_gib} GiB sparse, ${data_mib} MiB of scattered data"
+  qemu-img create -q -f raw "$src" "${size_gib}G"
+  printf 'label: gpt\n2048,,L\n' | sfdisk -q "$src"
+  # 1 MiB writes at distinct pseudo-random MiB slots past the first MiB,
+  # with varied patterns; every 8th write is zeros (a zero run inside data).
+  slots=$((size_gib * 1024 - 2))
+  python3 - "$slots" "$data_mib" > "$work/qemu-io.cmds" <<'PY'
+import random, sys
+slots, count = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(1234)
+for i, slot in enumerate(sorted(rng.sample(range(slots), count))):
+    pattern = 0 if i % 8 == 0 else 1 + i % 250
+    print(f"write -P {pattern} {(slot + 1) << 20} 1M")
+PY
+  qemu-io -f raw "$src" < "$work/qemu-io.cmds" > /dev/null
+  sync
+fi
+
+cargo build --release -q -p vdisk
+vdisk=target/release/vdisk
+out=$work/out
+json=$work/convert-raw.json
+hyperfine --warmup 1 --runs "${RUNS:-5}" --export-json "$json" \
+  --prepare "rm -f $out-*.raw" \
+  -n vdisk "$vdisk convert --quiet $src $out-vdisk.raw -O raw" \
+  -n qemu-img "qemu-img convert -f raw -O raw $src $out-qemu.raw" \
+  -n cp "cp --sparse=always $src $out-cp.raw"
+
+# `--prepare` removed the outputs between runs: make them once more, untimed.
+"$vdisk" convert --quiet "$src" "$out-vdisk.raw" -O raw
+qemu-img convert -f raw -O raw "$src" "$out-qemu.raw"
+cp --sparse=always "$src" "$out-cp.raw"
+cmp "$src" "$out-vdisk.raw"
+echo "identical: $out-vdisk.raw"
+in_bytes=$(du -B1 "$src" | cut -f1)
+for f in "$out-vdisk.raw" "$out-qemu.raw" "$out-cp.raw"; do
+  echo "allocated: $(du -B1 "$f" | cut -f1) bytes  $f (input: $in_bytes)"
+done
+ours=$(du -B1 "$out-vdisk.raw" | cut -f1)
+if [ "$ours" -gt $((in_bytes + in_bytes / 100)) ]; then
+  echo "FAIL: vdisk output allocates $ours bytes, more than the input's $in_bytes + 1%" >&2
+  exit 1
+fi
+python3 - "$json" <<'PY'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+v = r["vdisk"]["mean"]
+for other in ("qemu-img", "cp"):
+    o = r[other]["mean"]
+    print(f"vdisk / {other}: {v / o:.3f} (vdisk {v:.3f} s, {other} {o:.3f} s)")
+PY
+rm -f "$out"-*.raw

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Regenerates fuzz/seeds/: small inputs made by the real tools, truncated to
+# the bytes the parsers look at. Seeds are committed with this recipe;
+# `corpus/` is what fuzzing grew from them (minimised with `cargo fuzz cmin`).
+set -euo pipefail
+cd "$(dirname "$0")"
+out=$PWD/seeds/detect
+rm -rf "$out"
+mkdir -p "$out"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+qemu-img create -q -f qcow2 a.qcow2 1M
+qemu-img create -q -f qcow2 -o compat=0.10 b.qcow2 1M
+qemu-img create -q -f vmdk c.vmdk 1M
+qemu-img create -q -f vmdk -o subformat=monolithicFlat d.vmdk 1M
+qemu-img create -q -f vpc e.vhd 1M
+qemu-img create -q -f vpc -o subformat=fixed f-fixed.vhd 100K
+qemu-img create -q -f vhdx g.vhdx 1M
+qemu-img create -q -f vdi h.vdi 1M
+truncate -s 128K mbr.raw && printf 'label: dos\n64,64,83\n128,,5\n' | sfdisk -q mbr.raw
+truncate -s 128K gpt.raw && printf 'label: gpt\n40,40,L\n' | sfdisk -q gpt.raw
+truncate -s 2M fat12.raw && mkfs.fat fat12.raw >/dev/null
+truncate -s 300M fat32.raw && mkfs.fat -F 32 fat32.raw >/dev/null
+truncate -s 8M ext4.raw && mkfs.ext4 -q ext4.raw
+truncate -s 8M ntfs.raw && mkntfs -q -F ntfs.raw >/dev/null 2>&1
+for f in a.qcow2 b.qcow2 c.vmdk d.vmdk e.vhd g.vhdx h.vdi mbr.raw gpt.raw fat12.raw fat32.raw ext4.raw ntfs.raw; do
+  head -c 16384 "$f" > "$out/$f"
+done
+cp f-fixed.vhd "$out/"   # the footer of a fixed VHD is its last sector
+: > "$out/empty"
+ls -l "$out"

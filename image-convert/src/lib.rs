@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+
+mod compare;
+mod convert;
+mod copy;
+mod inspect;
+
+pub use compare::{Comparison, compare_sectors};
+pub use convert::{ConvertOptions, Mode, PathError, convert, open_source};
+pub use copy::{BATCH, CopyError, CopyOptions, CopyStats, Side, ZERO_BLOCK, copy_sectors};
+pub use inspect::{FileSystem, GuestContent, TableKind, inspect};

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+mod detect;
+mod format;
+pub mod fuzzing;
+pub mod raw;
+
+#[cfg(feature = "std")]
+mod image;
+
+pub use detect::{Detected, PROBE_LEN, RawContent, detect, probe_raw_content};
+pub use format::Format;
+
+#[cfg(feature = "std")]
+pub use image::{BackingFile, Image, ImageInfo, create};
