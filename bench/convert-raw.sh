@@ -38,8 +38,10 @@ cargo build --release -q -p vdisk
 vdisk=target/release/vdisk
 out=$work/out
 json=$work/convert-raw.json
+# `sync` in --prepare: each run leaves ~1 GiB of dirty pages whose writeback
+# would otherwise overlap the next timed run.
 hyperfine --warmup 1 --runs "${RUNS:-5}" --export-json "$json" \
-  --prepare "rm -f $out-*.raw" \
+  --prepare "sh -c 'rm -f $out-*.raw; sync'" \
   -n vdisk "$vdisk convert --quiet $src $out-vdisk.raw -O raw" \
   -n qemu-img "qemu-img convert -f raw -O raw $src $out-qemu.raw" \
   -n cp "cp --sparse=always $src $out-cp.raw"

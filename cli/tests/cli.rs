@@ -1,12 +1,31 @@
 //! The command line against its contract (shared/spec/cli.md) and against
 //! qemu-img on the same images.
 
-mod common;
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Output};
 
-use common::{assert_one_line_error, have, sh, vdisk};
+use test_support::{have_all, sh};
+
+/// Runs `vdisk` with `args`.
+fn vdisk(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vdisk"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Asserts exit status 2, no stdout, and exactly one line on stderr; returns it.
+fn assert_one_line_error(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr:?}");
+    assert!(stderr.starts_with("vdisk: "), "{stderr}");
+    assert!(out.stdout.is_empty());
+    stderr
+}
 
 #[test]
 fn non_images_are_one_line_errors() {
@@ -128,7 +147,7 @@ fn create_info_convert_compare_on_raw() {
 
 #[test]
 fn info_names_tables_and_file_systems() {
-    if !have("sfdisk") || !have("mkfs.ext4") || !have("mkfs.fat") {
+    if !have_all(&["sfdisk", "mkfs.ext4", "mkfs.fat"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -165,7 +184,7 @@ fn info_names_tables_and_file_systems() {
 
 #[test]
 fn convert_matches_qemu_img() {
-    if !have("qemu-img") || !have("qemu-io") || !have("sfdisk") {
+    if !have_all(&["qemu-img", "qemu-io", "sfdisk"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,75 @@
+//! Helpers for the workspace's interop tests (a dev-dependency only).
+//!
+//! Tests that need an external tool or the shared test data call [`have`]
+//! or [`testdata`] first: locally a missing piece skips the test with a
+//! printed reason; with `CI` set it fails the test, so CI can never pass by
+//! skipping.
+//!
+//! ```
+//! if test_support::have("sh") {
+//!     let dir = std::env::temp_dir();
+//!     test_support::sh("true", &dir);
+//! }
+//! ```
+
+// Failing loudly is what these helpers are for.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn missing(what: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} is required in CI (run .ci/install-tools)");
+    }
+    eprintln!("skipped: {what} is not available (run .ci/install-tools)");
+}
+
+/// True when `tool` is on `PATH`; otherwise skips (locally) or fails (in CI).
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v '{tool}'")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        missing(tool);
+    }
+    found
+}
+
+/// True when every tool of `tools` is there (see [`have`]).
+pub fn have_all(tools: &[&str]) -> bool {
+    tools.iter().all(|t| have(t))
+}
+
+/// Runs `cmd` with `sh -c` in `dir`, failing the test if it fails, and
+/// returns its standard output.
+pub fn sh(cmd: &str, dir: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The path of `rel` under the shared test data (`../shared/testdata` from
+/// the repository root), or `None` (after skipping or failing as [`have`]
+/// does) when it is not there.
+pub fn testdata(rel: &str) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata");
+    let path = root.join(rel);
+    if path.exists() {
+        Some(path)
+    } else {
+        missing(&format!("shared test data {}", path.display()));
+        None
+    }
+}
