@@ -8,4 +8,4 @@ mod inspect;
 pub use compare::{Comparison, compare_sectors};
 pub use convert::{ConvertOptions, Mode, PathError, convert, open_source};
 pub use copy::{BATCH, CopyError, CopyOptions, CopyStats, Side, ZERO_BLOCK, copy_sectors};
-pub use inspect::{FileSystem, GuestContent, TableKind, inspect};
+pub use inspect::{FileSystem, GuestContent, TableKind, fuzz_inspect, inspect};
