@@ -30,3 +30,16 @@ done
 cp f-fixed.vhd "$out/"   # the footer of a fixed VHD is its last sector
 : > "$out/empty"
 ls -l "$out"
+
+# Partition tables: small disks whose whole table (and GPT backup) fits.
+out=$(dirname "$out")/partition
+rm -rf "$out"
+mkdir -p "$out"
+truncate -s 64K p-mbr-ebr.raw
+printf 'label: dos\n1,8,83,*\n9,8,7\n17,,5\n18,8,83\n27,8,82\n36,,83\n' | sfdisk -q p-mbr-ebr.raw
+truncate -s 64K p-gpt128.raw
+sgdisk -a 1 -n 1:34:+8 -t 1:ef00 -c 1:EFI -n 2:0:0 -t 2:8300 -c 2:root p-gpt128.raw >/dev/null
+truncate -s 64K p-gpt8.raw
+printf 'label: gpt\ntable-length: 8\nfirst-lba: 4\n,8,L\n,,S\n' | sfdisk -q p-gpt8.raw
+for f in p-mbr-ebr.raw p-gpt128.raw p-gpt8.raw; do cp "$f" "$out/${f#p-}"; done
+ls -l "$out"

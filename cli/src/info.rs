@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use image_convert::{GuestContent, PathError, open_source};
+use disk_io::{ReadAt, Window};
+use image_convert::{GuestContent, PathError, inspect, open_source, probe_filesystem};
+use partition::PartitionTable;
 use serde::Serialize;
 
 /// The JSON object of `vdisk info --json`, field names fixed by the contract.
@@ -15,10 +17,7 @@ struct InfoJson {
     cluster_size: Option<u64>,
     backing_chain: Vec<BackingJson>,
     partition_table: Option<&'static str>,
-    /// Left out while a table is present but cannot be listed yet: an empty
-    /// list would claim there are no partitions.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    partitions: Option<Vec<()>>,
+    partitions: Vec<PartitionJson>,
     filesystem: Option<&'static str>,
 }
 
@@ -28,13 +27,38 @@ struct BackingJson {
     format: &'static str,
 }
 
+/// One partition; `name` only for GPT. `label` is left out until the
+/// file-system crates read labels.
+#[derive(Serialize)]
+struct PartitionJson {
+    index: u32,
+    start: u64,
+    size: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    filesystem: Option<&'static str>,
+}
+
 pub fn run(path: &Path, json: bool) -> Result<(), PathError> {
-    let (image, content) = open_source(path, false)?;
-    let info = image.info().map_err(|e| PathError::new(path, e))?;
-    let (table, filesystem) = match content {
-        GuestContent::Table(t) => (Some(t.name()), None),
+    let at = |e| PathError::new(path, e);
+    let image = open_source(path, false)?;
+    let info = image.info().map_err(at)?;
+    let content = inspect(&image).map_err(at)?;
+    let (table, filesystem) = match &content {
+        GuestContent::Table(t) => (Some(t), None),
         GuestContent::FileSystem(fs) => (None, Some(fs.name())),
         GuestContent::Foreign(_) | GuestContent::Blank | GuestContent::Unrecognised => (None, None),
+    };
+    if let Some(t) = table {
+        for w in t.warnings() {
+            eprintln!("vdisk: warning: {}: {w}", path.display());
+        }
+    }
+    let partitions = match table {
+        Some(t) => partitions(&image, t).map_err(at)?,
+        None => Vec::new(),
     };
     let out = InfoJson {
         format: info.format.name(),
@@ -50,8 +74,8 @@ pub fn run(path: &Path, json: bool) -> Result<(), PathError> {
                 format: b.format.name(),
             })
             .collect(),
-        partition_table: table,
-        partitions: table.is_none().then(Vec::new),
+        partition_table: table.map(PartitionTable::kind_name),
+        partitions,
         filesystem,
     };
     if json {
@@ -61,6 +85,33 @@ pub fn run(path: &Path, json: bool) -> Result<(), PathError> {
         println!("{text}");
         return Ok(());
     }
+    print_human(path, &out, &content);
+    Ok(())
+}
+
+fn partitions(disk: &dyn ReadAt, table: &PartitionTable) -> disk_io::Result<Vec<PartitionJson>> {
+    let gpt = table.kind_name() == "gpt";
+    table
+        .partitions
+        .iter()
+        .map(|p| {
+            let window = Window::new(disk, p.start, p.size)?;
+            // An extended partition holds EBRs, not a file system.
+            let extended = matches!(p.kind, partition::PartitionType::Mbr(k) if partition::mbr::EXTENDED_TYPES.contains(&k));
+            let filesystem = if extended { None } else { probe_filesystem(&window)?.map(|f| f.name()) };
+            Ok(PartitionJson {
+                index: p.number,
+                start: p.start,
+                size: p.size,
+                kind: p.kind.to_string(),
+                name: gpt.then(|| p.name.clone()),
+                filesystem,
+            })
+        })
+        .collect()
+}
+
+fn print_human(path: &Path, out: &InfoJson, content: &GuestContent) {
     println!("image: {}", path.display());
     println!("file format: {}", out.format);
     if let Some(sub) = &out.subformat {
@@ -79,13 +130,34 @@ pub fn run(path: &Path, json: bool) -> Result<(), PathError> {
         println!("backing file {}: {} ({})", depth + 1, b.path, b.format);
     }
     match content {
-        GuestContent::Table(t) => println!("partition table: {}", t.name()),
+        GuestContent::Table(t) => {
+            println!(
+                "partition table: {} ({}-byte sectors)",
+                t.kind_name(),
+                t.sector_size
+            );
+            for (p, j) in t.partitions.iter().zip(&out.partitions) {
+                let type_name = p.kind.name().map(|n| format!(" ({n})")).unwrap_or_default();
+                let name = if p.name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" \"{}\"", p.name)
+                };
+                let fs = j.filesystem.map(|f| format!(", {f}")).unwrap_or_default();
+                println!(
+                    "  {:>3}  start {:>14}  size {:>10}  {}{type_name}{name}{fs}",
+                    p.number,
+                    p.start,
+                    human(p.size),
+                    p.kind
+                );
+            }
+        }
         GuestContent::FileSystem(fs) => println!("file system: {}", fs.name()),
         GuestContent::Foreign(what) => println!("content: {what}"),
         GuestContent::Blank => println!("content: blank (first 64 KiB are zeros)"),
         GuestContent::Unrecognised => {}
     }
-    Ok(())
 }
 
 /// `4 GiB`, `1.5 MiB`, `512 B`: powers of 1024, three significant digits.

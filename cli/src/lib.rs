@@ -133,8 +133,8 @@ fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
     if logical {
         return Err(unsupported("compare --logical", NO_FS_READER));
     }
-    let (ia, _) = open_source(a, false)?;
-    let (ib, _) = open_source(b, false)?;
+    let ia = open_source(a, false)?;
+    let ib = open_source(b, false)?;
     if ia.size() != ib.size() {
         println!(
             "Warning: image size mismatch ({} and {} bytes)",

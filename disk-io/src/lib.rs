@@ -5,6 +5,7 @@ extern crate alloc;
 
 mod allocation;
 pub mod bytes;
+pub mod crc;
 mod error;
 mod lock;
 mod mem;

@@ -17,7 +17,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use disk_io::{FileDisk, ReadAt, WriteAt};
-use image_convert::{Comparison, ConvertOptions, compare_sectors, convert, open_source};
+use image_convert::{
+    Comparison, ConvertOptions, GuestContent, compare_sectors, convert, inspect, open_source,
+};
 use vdisk_format::Format;
 
 fn main() -> ExitCode {
@@ -41,15 +43,24 @@ fn main() -> ExitCode {
 }
 
 fn run(src: &Path, dst: &Path, format: Format) -> Result<(), String> {
-    let (image, content) = open_source(src, false).map_err(|e| e.to_string())?;
+    let image = open_source(src, false).map_err(|e| e.to_string())?;
+    let content = inspect(&image).map_err(|e| e.to_string())?;
     let info = image.info().map_err(|e| e.to_string())?;
     println!(
-        "source: {} ({}, {} bytes virtual, {} bytes allocated, {content:?})",
+        "source: {} ({}, {} bytes virtual, {} bytes allocated)",
         src.display(),
         info.format,
         info.virtual_size,
         info.allocated_bytes
     );
+    if let GuestContent::Table(table) = &content {
+        for p in &table.partitions {
+            println!(
+                "  partition {} ({}): {} bytes at {}",
+                p.number, p.kind, p.size, p.start
+            );
+        }
+    }
     drop(image);
     let started = Instant::now();
     let opts = ConvertOptions {
@@ -77,8 +88,8 @@ fn run(src: &Path, dst: &Path, format: Format) -> Result<(), String> {
         stats.zero,
         stats.total as f64 / (1 << 20) as f64 / secs.max(1e-9)
     );
-    let (a, _) = open_source(src, false).map_err(|e| e.to_string())?;
-    let (b, _) = open_source(dst, false).map_err(|e| e.to_string())?;
+    let a = open_source(src, false).map_err(|e| e.to_string())?;
+    let b = open_source(dst, false).map_err(|e| e.to_string())?;
     match compare_sectors(&a, &b).map_err(|e| e.to_string())? {
         Comparison::Equal => println!("verified: guest contents are identical"),
         Comparison::DiffersAt(at) => {

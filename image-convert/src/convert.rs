@@ -11,7 +11,7 @@ use disk_io::{Error, ErrorKind, ReadAt, WriteAt};
 use vdisk_format::{Format, Image};
 
 use crate::copy::{CopyOptions, CopyStats, Side, copy_sectors};
-use crate::inspect::{GuestContent, inspect};
+use crate::inspect::is_recognised;
 
 /// How much of the source a conversion carries over.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,27 +80,23 @@ impl From<Error> for PathError {
     }
 }
 
-/// Opens an image for reading as a conversion source and inspects it.
+/// Opens an image for reading as a conversion source.
 ///
 /// A raw file whose start matches no partition table, file system or other
 /// known disk content is refused (it is most likely not a disk image at
-/// all) unless `allow_unrecognised` is set.
-pub fn open_source(
-    path: &Path,
-    allow_unrecognised: bool,
-) -> Result<(Image, GuestContent), PathError> {
+/// all) unless `allow_unrecognised` is set. Tables are not parsed here: a
+/// sector copy does not need a valid one.
+pub fn open_source(path: &Path, allow_unrecognised: bool) -> Result<Image, PathError> {
     let at = |e: Error| PathError::new(path, e);
     let image = Image::open(path).map_err(at)?;
-    let content = inspect(&image).map_err(at)?;
-    if content == GuestContent::Unrecognised && image.format() == Format::Raw && !allow_unrecognised
-    {
+    if image.format() == Format::Raw && !allow_unrecognised && !is_recognised(&image).map_err(at)? {
         return Err(at(Error::new(
             ErrorKind::InvalidInput,
             "unrecognised content: no image header, partition table or file system signature",
         )
         .at(0)));
     }
-    Ok((image, content))
+    Ok(image)
 }
 
 /// How to convert.
@@ -137,7 +133,7 @@ pub fn convert(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<CopyStats, PathError> {
     let format = opts.format.unwrap_or(Format::Raw);
-    let (image, _content) = open_source(src, opts.allow_unrecognised)?;
+    let image = open_source(src, opts.allow_unrecognised)?;
     match opts.mode {
         Mode::Sector => {}
         Mode::Used | Mode::Logical => {

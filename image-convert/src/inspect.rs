@@ -4,29 +4,8 @@
 use disk_io::{ReadAt, Result};
 use fs_ext::ExtVersion;
 use fs_fat::FatType;
+use partition::PartitionTable;
 use vdisk_format::{Detected, RawContent, probe_raw_content};
-
-/// A partition table type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TableKind {
-    /// Master boot record.
-    Mbr,
-    /// GUID partition table with its logical sector size.
-    Gpt {
-        /// 512 or 4096.
-        sector_size: u32,
-    },
-}
-
-impl TableKind {
-    /// `mbr` or `gpt`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            TableKind::Mbr => "mbr",
-            TableKind::Gpt { .. } => "gpt",
-        }
-    }
-}
 
 /// A file system the workspace has a crate for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,10 +30,10 @@ impl FileSystem {
 }
 
 /// What a guest disk starts with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GuestContent {
     /// A partition table.
-    Table(TableKind),
+    Table(PartitionTable),
     /// A file system spanning the whole disk.
     FileSystem(FileSystem),
     /// Something recognised by its signature that no crate here reads
@@ -79,7 +58,9 @@ const FOREIGN: &[(&str, u64, &[u8])] = &[
     ("btrfs", 0x1_0040, b"_BHRfS_M"),
 ];
 
-/// Looks at the start of `disk` and says what it holds.
+/// Looks at `disk` and says what it holds: its partition table (read in
+/// full, so a broken table is an error naming it and the offset), else a
+/// whole-disk file system, else other recognised content.
 ///
 /// ```
 /// use disk_io::MemDisk;
@@ -88,42 +69,65 @@ const FOREIGN: &[(&str, u64, &[u8])] = &[
 /// # Ok::<(), disk_io::Error>(())
 /// ```
 pub fn inspect<D: ReadAt + ?Sized>(disk: &D) -> Result<GuestContent> {
-    let raw = match probe_raw_content(disk)? {
+    if let Some(table) = partition::read(disk)? {
+        return Ok(GuestContent::Table(table));
+    }
+    if let Some(fs) = probe_filesystem(disk)? {
+        return Ok(GuestContent::FileSystem(fs));
+    }
+    if let Some(name) = probe_foreign(disk)? {
+        return Ok(GuestContent::Foreign(name));
+    }
+    Ok(match raw_content(disk)? {
+        RawContent::Blank => GuestContent::Blank,
+        _ => GuestContent::Unrecognised,
+    })
+}
+
+/// A cheap check that `disk` holds something a disk holds (a table
+/// signature, a file system, other known content, or zeros), without
+/// parsing any table: a conversion source need not have a valid table.
+pub fn is_recognised<D: ReadAt + ?Sized>(disk: &D) -> Result<bool> {
+    Ok(raw_content(disk)? != RawContent::Other
+        || probe_filesystem(disk)?.is_some()
+        || probe_foreign(disk)?.is_some())
+}
+
+fn raw_content<D: ReadAt + ?Sized>(disk: &D) -> Result<RawContent> {
+    Ok(match probe_raw_content(disk)? {
         Detected::Raw(raw) => raw,
         _ => RawContent::Other,
-    };
-    match raw {
-        RawContent::Gpt { sector_size } => {
-            return Ok(GuestContent::Table(TableKind::Gpt { sector_size }));
-        }
-        RawContent::Mbr => return Ok(GuestContent::Table(TableKind::Mbr)),
-        RawContent::Blank => return Ok(GuestContent::Blank),
-        RawContent::Other => {}
+    })
+}
+
+/// Which of the workspace's file systems `volume` holds, by signature.
+pub fn probe_filesystem<D: ReadAt + ?Sized>(volume: &D) -> Result<Option<FileSystem>> {
+    if let Some(t) = fs_fat::probe(volume)? {
+        return Ok(Some(FileSystem::Fat(t)));
     }
-    if let Some(t) = fs_fat::probe(disk)? {
-        return Ok(GuestContent::FileSystem(FileSystem::Fat(t)));
+    if fs_ntfs::probe(volume)? {
+        return Ok(Some(FileSystem::Ntfs));
     }
-    if fs_ntfs::probe(disk)? {
-        return Ok(GuestContent::FileSystem(FileSystem::Ntfs));
-    }
-    if let Some(v) = fs_ext::probe(disk)? {
-        return Ok(GuestContent::FileSystem(FileSystem::Ext(v)));
-    }
+    Ok(fs_ext::probe(volume)?.map(FileSystem::Ext))
+}
+
+fn probe_foreign<D: ReadAt + ?Sized>(disk: &D) -> Result<Option<&'static str>> {
     for &(name, offset, magic) in FOREIGN {
         let mut buf = [0u8; 16];
         let buf = buf.get_mut(..magic.len()).unwrap_or(&mut []);
         if offset + magic.len() as u64 <= disk.size() {
             disk.read_at(offset, buf)?;
             if buf == magic {
-                return Ok(GuestContent::Foreign(name));
+                return Ok(Some(name));
             }
         }
     }
-    Ok(GuestContent::Unrecognised)
+    Ok(None)
 }
 
 /// Fuzzing entry point shared by the `inspect` fuzz target and the corpus
 /// replay test: inspects any bytes as a guest disk. Must never panic.
 pub fn fuzz_inspect(data: &[u8]) {
     let _ = inspect(data);
+    let _ = is_recognised(data);
 }
