@@ -5,12 +5,15 @@ extern crate alloc;
 
 pub mod gpt;
 mod guid;
+mod layout;
 pub mod mbr;
 mod table;
 mod types;
+pub mod write;
 
 pub use gpt::{Gpt, GptAttributes, GptPartition};
 pub use guid::Guid;
+pub use layout::{DEFAULT_ALIGNMENT, Layout, PartitionSpec, Rescale, TableType};
 pub use mbr::{Mbr, MbrPartition};
 pub use table::{Partition, PartitionTable, PartitionType, Table, read};
 pub use types::{GPT_TYPES, gpt_type_name, mbr_type_name};
