@@ -3,6 +3,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "arbitrary")]
+pub mod arbitrary_layout;
 pub mod gpt;
 mod guid;
 mod layout;
