@@ -5,8 +5,8 @@
 //! cargo run --release --example convert -- SRC DST [--format F]
 //! ```
 //!
-//! With no arguments it builds a small sparse demo disk (an MBR with one
-//! partition and scattered data) in a temporary directory, converts it to
+//! With no arguments it builds a small sparse demo disk (a GPT with two
+//! partitions and scattered data) in a temporary directory, converts it to
 //! raw, and checks the copy sector by sector. With `SRC DST` it converts a
 //! real image (format detected from content) into `DST` (raw by default).
 
@@ -20,6 +20,7 @@ use disk_io::{FileDisk, ReadAt, WriteAt};
 use image_convert::{
     Comparison, ConvertOptions, GuestContent, compare_sectors, convert, inspect, open_source,
 };
+use partition::{DEFAULT_ALIGNMENT, Guid, Layout, PartitionType, TableType};
 use vdisk_format::Format;
 
 fn main() -> ExitCode {
@@ -105,28 +106,29 @@ fn run(src: &Path, dst: &Path, format: Format) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds a 256 MiB sparse disk: an MBR with one Linux partition from 1 MiB
-/// to the end, and a few MiB of data scattered through it.
+/// Builds a 256 MiB sparse disk: a GPT with an EFI system partition and a
+/// Linux partition (written by the partition crate), and a few MiB of data
+/// scattered through the second one.
 fn build_demo(path: &Path) -> disk_io::Result<()> {
     const SIZE: u64 = 256 << 20;
     let disk = FileDisk::create(path, SIZE)?;
-    let mut mbr = [0u8; 512];
-    let start_lba: u32 = 2048;
-    let sectors = (SIZE / 512) as u32 - start_lba;
-    let entry = &mut mbr[446..462];
-    entry[4] = 0x83; // Linux
-    // CHS fields of a partition past cylinder 1023 are the "use LBA" maximum.
-    entry[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]);
-    entry[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
-    entry[8..12].copy_from_slice(&start_lba.to_le_bytes());
-    entry[12..16].copy_from_slice(&sectors.to_le_bytes());
-    mbr[440..444].copy_from_slice(&0x5644_4b31u32.to_le_bytes()); // disk signature
-    mbr[510] = 0x55;
-    mbr[511] = 0xaa;
-    disk.write_at(0, &mbr)?;
+    let mut layout = Layout::new(TableType::Gpt, 512);
+    layout.disk_guid = Guid::parse("9B3C1F0A-5E27-4D8B-A1C6-2F4E6D8A0B1C").unwrap_or(Guid::ZERO);
+    let esp = Guid::parse("C12A7328-F81F-11D2-BA4B-00A0C93EC93B").unwrap_or(Guid::ZERO);
+    let linux = Guid::parse("0FC63DAF-8483-4772-8E79-3D69D8477DE4").unwrap_or(Guid::ZERO);
+    layout.push(
+        SIZE,
+        Some(32 << 20),
+        PartitionType::Gpt(esp),
+        DEFAULT_ALIGNMENT,
+    )?;
+    layout.push(SIZE, None, PartitionType::Gpt(linux), DEFAULT_ALIGNMENT)?;
+    layout.partitions[0].name = "EFI system".into();
+    layout.partitions[1].name = "demo data".into();
+    partition::write::write(&disk, &layout)?;
     // Data: 64 KiB every 7 MiB, with a zero 4 KiB block inside each run.
     let mut block = vec![0u8; 64 << 10];
-    for (i, offset) in (1u64 << 20..SIZE).step_by(7 << 20).enumerate() {
+    for (i, offset) in (40u64 << 20..SIZE - (1 << 20)).step_by(7 << 20).enumerate() {
         block
             .iter_mut()
             .enumerate()
