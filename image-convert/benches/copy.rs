@@ -22,7 +22,7 @@ fn copy(c: &mut Criterion) {
         let dst = MemDisk::new(SIZE);
         let opts = CopyOptions {
             destination_is_zero: true,
-            cancel: None,
+            ..Default::default()
         };
         b.iter(|| copy_sectors(&src, &dst, &opts, &mut |_, _| {}).unwrap())
     });

@@ -163,6 +163,8 @@ pub fn convert(
     let copy_opts = CopyOptions {
         destination_is_zero: true,
         cancel: opts.cancel,
+        // Raw output takes writes in any order.
+        threads: 0,
     };
     let stats = copy_sectors(&image, &*out, &copy_opts, progress).map_err(|e| match e.side {
         Side::Source => PathError::new(src, e.error),

@@ -1,17 +1,22 @@
 //! Sector-mode copy: every guest byte carried over, driven by the source's
 //! allocation map, with zero blocks detected and left as holes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use disk_io::{Allocation, Error, ErrorKind, ReadAt, Result, WriteAt, extents, is_zero};
+use disk_io::{Allocation, Error, ErrorKind, Extents, ReadAt, Result, WriteAt, extents, is_zero};
 
-/// Bytes moved per batch; batches are aligned to this size in the source.
+/// Largest piece of the allocation map one worker takes at a time;
+/// pieces are aligned to this size in the source.
 pub const BATCH: u64 = 4 << 20;
+/// Bytes per read and write: small enough that a chunk is still in the CPU
+/// cache when it is scanned and written, large enough to keep syscalls few.
+pub const CHUNK: usize = 256 << 10;
 /// Granularity of zero detection.
 pub const ZERO_BLOCK: usize = 4096;
-/// Batches in flight between the reading and the writing thread (bounds memory).
-const IN_FLIGHT: usize = 4;
+/// Worker threads when [`CopyOptions::threads`] is 0: one reads while the
+/// other writes.
+pub const DEFAULT_THREADS: usize = 2;
 
 /// How a copy behaves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,6 +27,10 @@ pub struct CopyOptions<'a> {
     /// Set from another thread (e.g. a Ctrl-C handler) to stop the copy;
     /// it then fails with [`ErrorKind::Cancelled`].
     pub cancel: Option<&'a AtomicBool>,
+    /// Worker threads; 0 means [`DEFAULT_THREADS`]. With more than one,
+    /// pieces reach the destination out of order: an output format that
+    /// must be written sequentially asks for 1.
+    pub threads: usize,
 }
 
 /// What a copy did, in bytes.
@@ -36,6 +45,14 @@ pub struct CopyStats {
     /// Bytes that were zero (holes, zero clusters, zero blocks) and were
     /// either skipped or written as zeros.
     pub zero: u64,
+}
+
+impl CopyStats {
+    fn add(&mut self, other: &CopyStats) {
+        self.read += other.read;
+        self.written += other.written;
+        self.zero += other.zero;
+    }
 }
 
 /// Which disk of a copy an error concerns.
@@ -80,25 +97,77 @@ fn on(side: Side) -> impl Fn(Error) -> CopyError {
     move |error| CopyError { side, error }
 }
 
-/// One batch of source data on its way to the writer.
-struct Batch {
-    offset: u64,
-    buf: Vec<u8>,
+fn cancel_error() -> CopyError {
+    on(Side::Neither)(Error::new(ErrorKind::Cancelled, "copy interrupted"))
 }
 
-enum Job {
-    /// Data read from the source.
-    Data(Batch),
-    /// A range that reads as zeros.
-    Zero { offset: u64, length: u64 },
+/// A piece of the source handed to one worker.
+struct Piece {
+    offset: u64,
+    length: u64,
+    data: bool,
+}
+
+/// The allocation map, handed out piece by piece to the workers.
+struct Cursor<'a, S: ReadAt + ?Sized> {
+    runs: Extents<'a, S>,
+    /// What is left of the run being handed out.
+    current: Option<(u64, u64, bool)>,
+}
+
+/// What the workers share.
+struct Shared<'a, S: ReadAt + ?Sized> {
+    cursor: Mutex<Cursor<'a, S>>,
+    /// Guest bytes handled so far.
+    done: AtomicU64,
+    /// Raised when any worker fails: the others stop at their next piece.
+    stop: AtomicBool,
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl<S: ReadAt + ?Sized> Shared<'_, S> {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// The next piece: the rest of a zero run, or data up to the next
+    /// [`BATCH`] boundary. `None` when the map is exhausted.
+    fn next_piece(&self) -> Option<Result<Piece, CopyError>> {
+        let mut c = self
+            .cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some((offset, end, data)) = c.current {
+                let stop = if data {
+                    ((offset / BATCH + 1) * BATCH).min(end)
+                } else {
+                    end
+                };
+                c.current = (stop < end).then_some((stop, end, data));
+                return Some(Ok(Piece {
+                    offset,
+                    length: stop - offset,
+                    data,
+                }));
+            }
+            match c.runs.next()? {
+                // The guest view of a whole image: unallocated reads as zeros.
+                Ok(run) => c.current = Some((run.offset, run.end(), run.state == Allocation::Data)),
+                Err(e) => return Some(Err(on(Side::Source)(e))),
+            }
+        }
+    }
 }
 
 /// Copies every byte of `src` to the same offset of `dst`.
 ///
-/// Reading runs on its own thread, overlapping with zero detection and
-/// writing on the calling thread; at most a few batches are in flight, so
-/// memory stays bounded whatever the disk size. `progress(done, total)` is
-/// called after each batch.
+/// Worker threads take pieces of the source's allocation map in turn and
+/// copy each through a cache-sized buffer: read a chunk, find its zero
+/// 4 KiB blocks, write the rest (zero ranges are skipped, or written as
+/// zeros when the destination is not known to be zero). Memory stays at
+/// one chunk per worker whatever the disk size. `progress(done, total)` is
+/// called as pieces complete.
 ///
 /// ```
 /// use disk_io::{MemDisk, ReadAt, WriteAt};
@@ -120,7 +189,7 @@ pub fn copy_sectors<S, D>(
 ) -> Result<CopyStats, CopyError>
 where
     S: ReadAt + Sync + ?Sized,
-    D: WriteAt + ?Sized,
+    D: WriteAt + Sync + ?Sized,
 {
     let total = src.size();
     if dst.size() < total {
@@ -129,177 +198,155 @@ where
             dst.size()
         ))));
     }
-    let (job_tx, job_rx) = sync_channel::<Result<Job>>(IN_FLIGHT);
-    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
-    std::thread::scope(|scope| {
-        scope.spawn(|| read_side(src, opts.cancel, job_tx, free_rx));
-        write_side(dst, total, opts, job_rx, free_tx, progress)
-    })
-}
-
-fn cancelled(cancel: Option<&AtomicBool>) -> bool {
-    cancel.is_some_and(|c| c.load(Ordering::Relaxed))
-}
-
-fn cancel_error() -> Error {
-    Error::new(ErrorKind::Cancelled, "copy interrupted")
-}
-
-/// Walks the allocation map and reads data ranges in aligned batches.
-/// Stops when the writer hangs up (it failed) or on the first error.
-fn read_side<S: ReadAt + ?Sized>(
-    src: &S,
-    cancel: Option<&AtomicBool>,
-    jobs: SyncSender<Result<Job>>,
-    free: Receiver<Vec<u8>>,
-) {
-    let mut allocated = 0usize;
-    for run in extents(src, 0, src.size()) {
-        let run = match run {
-            Ok(run) => run,
-            Err(e) => {
-                let _ = jobs.send(Err(e));
-                return;
-            }
-        };
-        if run.state != Allocation::Data {
-            // The guest view of a whole image: unallocated reads as zeros.
-            if jobs
-                .send(Ok(Job::Zero {
-                    offset: run.offset,
-                    length: run.length,
-                }))
-                .is_err()
-            {
-                return;
-            }
-            continue;
+    let threads = if opts.threads == 0 {
+        DEFAULT_THREADS
+    } else {
+        opts.threads
+    };
+    let shared = Shared {
+        cursor: Mutex::new(Cursor {
+            runs: extents(src, 0, total),
+            current: None,
+        }),
+        done: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        cancel: opts.cancel,
+    };
+    progress(0, total);
+    let results = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .map(|_| scope.spawn(|| worker(src, dst, opts, &shared, &mut |_| {})))
+            .collect();
+        let mut report = |done| progress(done, total);
+        let mut results = vec![worker(src, dst, opts, &shared, &mut report)];
+        for h in helpers {
+            results.push(h.join().unwrap_or_else(|_| {
+                Err(on(Side::Neither)(Error::new(
+                    ErrorKind::Io,
+                    "a copy thread panicked",
+                )))
+            }));
         }
-        let mut offset = run.offset;
-        while offset < run.end() {
-            if cancelled(cancel) {
-                let _ = jobs.send(Err(cancel_error()));
-                return;
-            }
-            let next_boundary = (offset / BATCH + 1) * BATCH;
-            let len = (next_boundary.min(run.end()) - offset) as usize;
-            // Reuse a returned buffer, or allocate while under the cap.
-            let mut buf = match free.try_recv() {
-                Ok(buf) => buf,
-                Err(_) if allocated < IN_FLIGHT + 1 => {
-                    allocated += 1;
-                    Vec::with_capacity(BATCH as usize)
-                }
-                Err(_) => match free.recv() {
-                    Ok(buf) => buf,
-                    Err(_) => return,
-                },
-            };
-            buf.resize(len, 0);
-            let job = src
-                .read_at(offset, &mut buf)
-                .map(|()| Job::Data(Batch { offset, buf }));
-            let failed = job.is_err();
-            if jobs.send(job).is_err() || failed {
-                return;
-            }
-            offset += len as u64;
-        }
-    }
-}
-
-fn write_side<D: WriteAt + ?Sized>(
-    dst: &D,
-    total: u64,
-    opts: &CopyOptions<'_>,
-    jobs: Receiver<Result<Job>>,
-    free: SyncSender<Vec<u8>>,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<CopyStats, CopyError> {
-    let cancel = || on(Side::Neither)(cancel_error());
+        results
+    });
     let mut stats = CopyStats {
         total,
         ..CopyStats::default()
     };
-    let mut done = 0u64;
-    progress(0, total);
-    // `jobs` ends when the reader is finished (or has sent its error).
-    for job in jobs {
-        if cancelled(opts.cancel) {
-            return Err(cancel());
+    let mut first_error: Option<CopyError> = None;
+    for r in results {
+        match r {
+            Ok(s) => stats.add(&s),
+            // Report the error that stopped the copy, not the stops it caused.
+            Err(e) => match &first_error {
+                Some(f) if f.side != Side::Neither || e.side == Side::Neither => {}
+                _ => first_error = Some(e),
+            },
         }
-        let job = job.map_err(|e| {
-            let side = if e.kind() == ErrorKind::Cancelled {
-                Side::Neither
-            } else {
-                Side::Source
-            };
-            on(side)(e)
-        })?;
-        match job {
-            Job::Zero { offset, length } => {
-                if !opts.destination_is_zero {
-                    dst.write_zeroes(offset, length)
-                        .map_err(on(Side::Destination))?;
-                }
-                stats.zero += length;
-                done += length;
-            }
-            Job::Data(batch) => {
-                stats.read += batch.buf.len() as u64;
-                write_batch(dst, &batch, opts, &mut stats).map_err(on(Side::Destination))?;
-                done += batch.buf.len() as u64;
-                // The reader may have finished already; then the buffer just drops.
-                let _ = free.try_send(batch.buf);
-            }
-        }
-        progress(done, total);
     }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let done = shared.done.load(Ordering::Acquire);
     if done != total {
-        // The reader stopped early without an error: only cancellation does that.
-        return Err(cancel());
+        return Err(cancel_error());
     }
+    progress(done, total);
     Ok(stats)
 }
 
-/// Writes the non-zero 4 KiB blocks of a batch as maximal runs.
-fn write_batch<D: WriteAt + ?Sized>(
+/// One worker: copies pieces until the map is exhausted, a worker fails,
+/// or the copy is cancelled.
+fn worker<S, D>(
+    src: &S,
     dst: &D,
-    batch: &Batch,
+    opts: &CopyOptions<'_>,
+    shared: &Shared<'_, S>,
+    report: &mut dyn FnMut(u64),
+) -> Result<CopyStats, CopyError>
+where
+    S: ReadAt + ?Sized,
+    D: WriteAt + ?Sized,
+{
+    let mut stats = CopyStats::default();
+    let mut buf = vec![0u8; CHUNK];
+    let result = (|| {
+        loop {
+            if shared.stopped() {
+                return Err(cancel_error());
+            }
+            let Some(piece) = shared.next_piece() else {
+                return Ok(());
+            };
+            let piece = piece?;
+            if piece.data {
+                let mut offset = piece.offset;
+                let end = piece.offset + piece.length;
+                while offset < end {
+                    let n = (end - offset).min(CHUNK as u64) as usize;
+                    let chunk = buf.get_mut(..n).unwrap_or(&mut []);
+                    src.read_at(offset, chunk).map_err(on(Side::Source))?;
+                    stats.read += n as u64;
+                    write_nonzero(dst, offset, chunk, opts, &mut stats)
+                        .map_err(on(Side::Destination))?;
+                    offset += n as u64;
+                }
+            } else {
+                if !opts.destination_is_zero {
+                    dst.write_zeroes(piece.offset, piece.length)
+                        .map_err(on(Side::Destination))?;
+                }
+                stats.zero += piece.length;
+            }
+            let done = shared.done.fetch_add(piece.length, Ordering::AcqRel) + piece.length;
+            report(done);
+        }
+    })();
+    if result.is_err() {
+        shared.stop.store(true, Ordering::Relaxed);
+    }
+    result.map(|()| stats)
+}
+
+/// Writes the non-zero 4 KiB blocks of `buf` (the bytes at `offset`) as
+/// maximal runs; zero runs are skipped or written as zeros.
+fn write_nonzero<D: WriteAt + ?Sized>(
+    dst: &D,
+    offset: u64,
+    buf: &[u8],
     opts: &CopyOptions<'_>,
     stats: &mut CopyStats,
 ) -> Result<()> {
     let mut run_start = 0usize;
     let mut run_zero: Option<bool> = None;
     let mut pos = 0usize;
-    let flush_run = |start: usize, end: usize, zero: bool, stats: &mut CopyStats| -> Result<()> {
-        let offset = batch.offset + start as u64;
+    let mut flush_run = |start: usize, end: usize, zero: bool| -> Result<()> {
+        let at = offset + start as u64;
         let len = (end - start) as u64;
         if zero {
             if !opts.destination_is_zero {
-                dst.write_zeroes(offset, len)?;
+                dst.write_zeroes(at, len)?;
             }
             stats.zero += len;
         } else {
-            dst.write_at(offset, batch.buf.get(start..end).unwrap_or(&[]))?;
+            dst.write_at(at, buf.get(start..end).unwrap_or(&[]))?;
             stats.written += len;
         }
         Ok(())
     };
-    for block in batch.buf.chunks(ZERO_BLOCK) {
+    for block in buf.chunks(ZERO_BLOCK) {
         let zero = is_zero(block);
-        match run_zero {
-            Some(z) if z != zero => {
-                flush_run(run_start, pos, z, stats)?;
+        if let Some(z) = run_zero {
+            if z != zero {
+                flush_run(run_start, pos, z)?;
                 run_start = pos;
             }
-            _ => {}
         }
         run_zero = Some(zero);
         pos += block.len();
     }
     if let Some(z) = run_zero {
-        flush_run(run_start, pos, z, stats)?;
+        flush_run(run_start, pos, z)?;
     }
     Ok(())
 }
@@ -362,7 +409,7 @@ mod tests {
         let dst = MemDisk::new(size);
         let opts = CopyOptions {
             destination_is_zero: true,
-            cancel: None,
+            ..Default::default()
         };
         let mut calls = 0;
         let stats = copy_sectors(&src, &dst, &opts, &mut |done, total| {
@@ -383,6 +430,7 @@ mod tests {
         let opts = CopyOptions {
             destination_is_zero: true,
             cancel: Some(&stop),
+            ..Default::default()
         };
         let err = copy_sectors(&src, &MemDisk::new(8 << 20), &opts, &mut |_, _| {}).unwrap_err();
         assert_eq!(err.error.kind(), ErrorKind::Cancelled);
@@ -418,5 +466,73 @@ mod tests {
         assert_eq!(err.side, Side::Source);
         assert_eq!(err.error.kind(), ErrorKind::Corrupt);
         assert_eq!(err.error.offset(), Some(0));
+    }
+
+    /// A destination that fails every write at or past `fail_at`.
+    struct FailingDst(MemDisk, u64);
+
+    impl ReadAt for FailingDst {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+            self.0.read_at(offset, buf)
+        }
+    }
+
+    impl WriteAt for FailingDst {
+        fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+            if offset + buf.len() as u64 > self.1 {
+                return Err(Error::new(ErrorKind::Io, "test device full").at(offset));
+            }
+            self.0.write_at(offset, buf)
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_failures_stop_every_thread() {
+        // Many more pieces than threads: none may wait forever
+        // for a buffer while the threads drain after the failure.
+        let size = 64 << 20;
+        let src = MemDisk::from_vec(vec![7u8; size]);
+        for threads in [1, 2, 4] {
+            let dst = FailingDst(MemDisk::new(size), 10 << 20);
+            let opts = CopyOptions {
+                threads,
+                ..Default::default()
+            };
+            let err = copy_sectors(&src, &dst, &opts, &mut |_, _| {}).unwrap_err();
+            assert_eq!(err.side, Side::Destination, "{threads} threads");
+            assert_eq!(err.error.kind(), ErrorKind::Io);
+        }
+    }
+
+    #[test]
+    fn any_number_of_writers_gives_the_same_copy() {
+        let size = 37 << 20;
+        let src = pattern(size);
+        for threads in [1, 2, 3, 8] {
+            let dst = MemDisk::from_vec(vec![0xee; size]);
+            let mut last = 0;
+            let opts = CopyOptions {
+                threads,
+                ..Default::default()
+            };
+            let stats = copy_sectors(&src, &dst, &opts, &mut |done, total| {
+                assert!(done >= last && done <= total);
+                last = done;
+            })
+            .unwrap();
+            assert_eq!(last, size as u64);
+            assert_eq!(stats.written + stats.zero, size as u64, "{threads}");
+            assert_eq!(
+                src.to_vec().unwrap(),
+                dst.to_vec().unwrap(),
+                "{threads} threads"
+            );
+        }
     }
 }

@@ -7,7 +7,10 @@ mod inspect;
 
 pub use compare::{Comparison, compare_sectors};
 pub use convert::{ConvertOptions, Mode, PathError, convert, open_source};
-pub use copy::{BATCH, CopyError, CopyOptions, CopyStats, Side, ZERO_BLOCK, copy_sectors};
+pub use copy::{
+    BATCH, CHUNK, CopyError, CopyOptions, CopyStats, DEFAULT_THREADS, Side, ZERO_BLOCK,
+    copy_sectors,
+};
 pub use inspect::{
     FileSystem, GuestContent, fuzz_inspect, inspect, is_recognised, probe_filesystem,
 };
