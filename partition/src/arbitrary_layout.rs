@@ -8,19 +8,6 @@ use arbitrary::{Arbitrary, Unstructured};
 
 use crate::{GptAttributes, Guid, Layout, PartitionSpec, PartitionType, TableType};
 
-fn spec(number: u32, first_lba: u64, sectors: u64, kind: PartitionType) -> PartitionSpec {
-    PartitionSpec {
-        number,
-        first_lba,
-        sectors,
-        kind,
-        name: String::new(),
-        guid: Guid::ZERO,
-        attributes: GptAttributes::empty(),
-        bootable: false,
-    }
-}
-
 /// A valid random layout and the disk size it fits, built by placing
 /// partitions one after another (with logical partitions in an extended
 /// one for MBR), for property tests and the round-trip fuzz target.
@@ -81,7 +68,7 @@ impl<'a> Arbitrary<'a> for RandomLayout {
                     GptAttributes::empty()
                 },
                 bootable: !gpt && u.arbitrary()?,
-                ..spec(number, next, sectors, kind)
+                ..PartitionSpec::new(number, next, sectors, kind)
             });
             next += sectors + u.int_in_range(0..=50)?;
         }
@@ -98,7 +85,12 @@ impl<'a> Arbitrary<'a> for RandomLayout {
                 if at + sectors + 2 > end {
                     break;
                 }
-                logical.push(spec(5 + i, at, sectors, PartitionType::Mbr(0x83)));
+                logical.push(PartitionSpec::new(
+                    5 + i,
+                    at,
+                    sectors,
+                    PartitionType::Mbr(0x83),
+                ));
                 at += sectors + u.int_in_range(1..=40)?;
             }
             if ext_first + 1 < end {
@@ -106,7 +98,7 @@ impl<'a> Arbitrary<'a> for RandomLayout {
                     .last()
                     .map_or(ext_first + 1, PartitionSpec::end_lba)
                     .max(ext_first + 1);
-                layout.partitions.push(spec(
+                layout.partitions.push(PartitionSpec::new(
                     slot,
                     ext_first,
                     ext_end - ext_first,

@@ -50,6 +50,20 @@ pub struct PartitionSpec {
 }
 
 impl PartitionSpec {
+    /// A partition with no name, zero GUID, no attributes, not bootable.
+    pub fn new(number: u32, first_lba: u64, sectors: u64, kind: PartitionType) -> Self {
+        PartitionSpec {
+            number,
+            first_lba,
+            sectors,
+            kind,
+            name: String::new(),
+            guid: Guid::ZERO,
+            attributes: GptAttributes::empty(),
+            bootable: false,
+        }
+    }
+
     /// One past the last sector.
     pub fn end_lba(&self) -> u64 {
         self.first_lba.saturating_add(self.sectors)
@@ -208,16 +222,8 @@ impl Layout {
                 .find(|n| !self.partitions.iter().any(|p| p.number == *n))
                 .ok_or_else(|| Error::invalid_input("all four MBR primary slots are in use"))?,
         };
-        self.partitions.push(PartitionSpec {
-            number,
-            first_lba: first,
-            sectors,
-            kind,
-            name: String::new(),
-            guid: Guid::ZERO,
-            attributes: GptAttributes::empty(),
-            bootable: false,
-        });
+        self.partitions
+            .push(PartitionSpec::new(number, first, sectors, kind));
         Ok(number)
     }
 

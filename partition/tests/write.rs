@@ -25,19 +25,6 @@ const ESP: Guid = Guid::from_fields(
     [0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b],
 );
 
-fn spec(number: u32, first_lba: u64, sectors: u64, kind: PartitionType) -> PartitionSpec {
-    PartitionSpec {
-        number,
-        first_lba,
-        sectors,
-        kind,
-        name: String::new(),
-        guid: Guid::ZERO,
-        attributes: GptAttributes::empty(),
-        bootable: false,
-    }
-}
-
 /// 3 primaries and an extended partition with 3 logicals, fdisk-style.
 fn mbr_layout() -> Layout {
     let mut l = Layout::new(TableType::Mbr, 512);
@@ -49,14 +36,14 @@ fn mbr_layout() -> Layout {
     l.partitions = vec![
         PartitionSpec {
             bootable: true,
-            ..spec(1, 2048, 16384, PartitionType::Mbr(0x83))
+            ..PartitionSpec::new(1, 2048, 16384, PartitionType::Mbr(0x83))
         },
-        spec(2, 18432, 16384, PartitionType::Mbr(0x07)),
-        spec(3, 34816, 16384, PartitionType::Mbr(0x0c)),
-        spec(4, 51200, 79872, PartitionType::Mbr(0x05)),
-        spec(5, 53248, 12288, PartitionType::Mbr(0x83)),
-        spec(6, 67584, 12288, PartitionType::Mbr(0x82)),
-        spec(7, 81920, 49152, PartitionType::Mbr(0x83)),
+        PartitionSpec::new(2, 18432, 16384, PartitionType::Mbr(0x07)),
+        PartitionSpec::new(3, 34816, 16384, PartitionType::Mbr(0x0c)),
+        PartitionSpec::new(4, 51200, 79872, PartitionType::Mbr(0x05)),
+        PartitionSpec::new(5, 53248, 12288, PartitionType::Mbr(0x83)),
+        PartitionSpec::new(6, 67584, 12288, PartitionType::Mbr(0x82)),
+        PartitionSpec::new(7, 81920, 49152, PartitionType::Mbr(0x83)),
     ];
     l
 }
@@ -70,13 +57,13 @@ fn gpt_layout(entries: u32) -> Layout {
             name: "EFI system".into(),
             guid: Guid::parse("11111111-2222-3333-4444-555555555555").unwrap(),
             attributes: GptAttributes::REQUIRED_PARTITION,
-            ..spec(1, 2048, 16384, PartitionType::Gpt(ESP))
+            ..PartitionSpec::new(1, 2048, 16384, PartitionType::Gpt(ESP))
         },
         PartitionSpec {
             name: "données ☃".into(),
             guid: Guid::parse("66666666-7777-8888-9999-AAAAAAAAAAAA").unwrap(),
             attributes: GptAttributes::from_bits_retain(1 << 60 | 1 << 48),
-            ..spec(3, 18432, 40960, PartitionType::Gpt(LINUX))
+            ..PartitionSpec::new(3, 18432, 40960, PartitionType::Gpt(LINUX))
         },
     ];
     l

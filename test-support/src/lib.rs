@@ -73,3 +73,21 @@ pub fn testdata(rel: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// Feeds every file of the fuzz directories `subs` (e.g. `corpus/detect`,
+/// relative to the workspace's `fuzz/`) to `entry`, the function the fuzz
+/// target calls, and returns how many there were. Fails the test when a
+/// directory is missing or holds fewer than `min` inputs in all.
+pub fn replay_corpus(subs: &[&str], min: usize, entry: fn(&[u8])) -> usize {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut count = 0;
+    for sub in subs {
+        let dir = fuzz.join(sub);
+        for file in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            entry(&std::fs::read(file.unwrap().path()).unwrap());
+            count += 1;
+        }
+    }
+    assert!(count >= min, "only {count} inputs in {subs:?}");
+    count
+}

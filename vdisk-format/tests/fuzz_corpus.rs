@@ -15,24 +15,11 @@ fn fuzz_dir(sub: &str) -> PathBuf {
         .join(sub)
 }
 
-fn replay(sub: &str, entry: fn(&[u8])) -> usize {
-    let dir = fuzz_dir(sub);
-    let mut count = 0;
-    for file in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        entry(&std::fs::read(file.unwrap().path()).unwrap());
-        count += 1;
-    }
-    count
-}
-
 #[test]
 fn detect_corpus_replays() {
-    let seeds = replay("seeds/detect", vdisk_format::fuzzing::detect_and_read);
-    let corpus = replay("corpus/detect", vdisk_format::fuzzing::detect_and_read);
-    assert!(
-        seeds >= 10 && corpus >= 10,
-        "{seeds} seeds, {corpus} corpus inputs"
-    );
+    let entry = vdisk_format::fuzzing::detect_and_read;
+    test_support::replay_corpus(&["seeds/detect"], 10, entry);
+    test_support::replay_corpus(&["corpus/detect"], 10, entry);
 }
 
 #[test]
