@@ -43,3 +43,20 @@ truncate -s 64K p-gpt8.raw
 printf 'label: gpt\ntable-length: 8\nfirst-lba: 4\n,8,L\n,,S\n' | sfdisk -q p-gpt8.raw
 for f in p-mbr-ebr.raw p-gpt128.raw p-gpt8.raw; do cp "$f" "$out/${f#p-}"; done
 ls -l "$out"
+
+# qcow2: small images with data, zero clusters, subclusters and compression.
+out=$(dirname "$out")/qcow2
+rm -rf "$out"
+mkdir -p "$out"
+qemu-img create -q -f qcow2 -o cluster_size=512 q512.qcow2 1M
+qemu-io -f qcow2 -c 'write -P 1 0 1k' -c 'write -z 4k 2k' -c 'write -P 2 100k 3k' q512.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4k q2.qcow2 1M
+qemu-io -f qcow2 -c 'write -P 3 8k 8k' q2.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=16k qext.qcow2 1M
+qemu-io -f qcow2 -c 'write -P 4 0 512' -c 'write -z 1k 1k' -c 'write -P 5 40k 20k' qext.qcow2 >/dev/null
+qemu-img create -q -f raw qsrc.raw 256k
+qemu-io -f raw -c 'write -P 6 0 64k' -c 'write -P 7 128k 8k' qsrc.raw >/dev/null
+qemu-img convert -c -O qcow2 -o cluster_size=4k,compression_type=zlib qsrc.raw qzlib.qcow2
+qemu-img convert -c -O qcow2 -o cluster_size=4k,compression_type=zstd qsrc.raw qzstd.qcow2
+cp q512.qcow2 q2.qcow2 qext.qcow2 qzlib.qcow2 qzstd.qcow2 "$out/"
+ls -l "$out"

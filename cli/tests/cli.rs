@@ -197,7 +197,7 @@ fn convert_matches_qemu_img() {
     let mut cmds = String::from("qemu-io -f raw");
     for i in 0..40u64 {
         let off = (1 << 20) + i * 6_291_456 + (i % 7) * 65536;
-        let pattern = if i % 5 == 0 { 0 } else { i + 1 };
+        let pattern = if i.is_multiple_of(5) { 0 } else { i + 1 };
         cmds += &format!(" -c 'write -P {pattern} {off} 300k'");
     }
     sh(&format!("{cmds} src.raw >/dev/null"), d);

@@ -7,8 +7,8 @@ mod allocation;
 pub mod bytes;
 pub mod crc;
 mod error;
-mod lock;
 mod mem;
+pub mod sync;
 mod window;
 
 #[cfg(feature = "std")]

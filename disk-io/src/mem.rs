@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use crate::lock::Lock;
+use crate::sync::Lock;
 use crate::{Error, ReadAt, Result, WriteAt, check_range};
 
 /// A fixed-size disk in memory, every byte initially zero.

@@ -370,7 +370,7 @@ mod tests {
             let length = clamp_query(self.size(), offset, length)?;
             let mib = offset >> 20;
             let end = ((mib + 1) << 20).min(offset + length);
-            let state = if mib % 2 == 0 {
+            let state = if mib.is_multiple_of(2) {
                 Allocation::Data
             } else {
                 Allocation::Zero

@@ -341,7 +341,7 @@ fn read_copy<D: ReadAt + ?Sized>(
     let entry_size = h.entry_size;
     if entry_size < MIN_ENTRY_SIZE
         || !(entry_size / MIN_ENTRY_SIZE).is_power_of_two()
-        || entry_size % MIN_ENTRY_SIZE != 0
+        || !entry_size.is_multiple_of(MIN_ENTRY_SIZE)
     {
         return Err(bad(
             format!("entry size {entry_size} is not 128 × 2^n"),

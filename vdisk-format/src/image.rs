@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use disk_io::{Error, Extent, FileDisk, ReadAt, Result, WriteAt};
 
+use crate::qcow2::Qcow2;
 use crate::raw::Raw;
 use crate::{Detected, Format, detect};
 
@@ -49,6 +50,7 @@ pub struct Image {
     detected: Detected,
     file: Arc<FileDisk>,
     guest: Box<dyn ReadAt + Send + Sync>,
+    cluster_size: Option<u64>,
 }
 
 impl Image {
@@ -58,13 +60,14 @@ impl Image {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let file = Arc::new(FileDisk::open(path)?);
         let detected = detect(&*file)?;
+        let mut cluster_size = None;
         let guest: Box<dyn ReadAt + Send + Sync> = match detected {
             Detected::Raw(_) => Box::new(Raw::new(Arc::clone(&file))),
             Detected::Qcow { version: 1 } => return Err(not_read_yet("legacy qcow (version 1)")),
-            Detected::Qcow { version } if version != 2 && version != 3 => {
-                return Err(
-                    Error::unsupported(alloc::format!("qcow2 header version {version}")).at(4),
-                );
+            Detected::Qcow { .. } => {
+                let q = Qcow2::open(Arc::clone(&file))?;
+                cluster_size = Some(q.header().cluster_size());
+                Box::new(q)
             }
             other => return Err(not_read_yet(other.format().name())),
         };
@@ -72,6 +75,7 @@ impl Image {
             detected,
             file,
             guest,
+            cluster_size,
         })
     }
 
@@ -92,7 +96,7 @@ impl Image {
             subformat: None,
             virtual_size: self.guest.size(),
             allocated_bytes: self.file.allocated_bytes()?,
-            cluster_size: None,
+            cluster_size: self.cluster_size,
             backing_chain: Vec::new(),
         })
     }

@@ -6,6 +6,7 @@ extern crate alloc;
 mod detect;
 mod format;
 pub mod fuzzing;
+pub mod qcow2;
 pub mod raw;
 
 #[cfg(feature = "std")]

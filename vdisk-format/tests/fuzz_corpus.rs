@@ -49,3 +49,12 @@ fn seeds_are_detected_as_their_format() {
     }
     assert!(detect(&read("empty")[..]).is_err());
 }
+
+#[test]
+fn qcow2_corpus_replays() {
+    test_support::replay_corpus(
+        &["seeds/qcow2", "corpus/qcow2"],
+        10,
+        vdisk_format::fuzzing::qcow2_read,
+    );
+}

@@ -1,0 +1,440 @@
+//! qcow2, versions 2 and 3: the guest disk through the L1 and L2 tables,
+//! with zero clusters, extended L2 entries (32 subclusters per cluster)
+//! and compressed clusters (zlib or zstd).
+//!
+//! Backing files and external data files are recognised and refused as
+//! `Unsupported` until chains are read; encrypted images are refused.
+
+pub mod header;
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use disk_io::sync::Lock;
+use disk_io::{Allocation, Error, Extent, ReadAt, Result, check_range, clamp_query};
+
+pub use header::{Compression, Header};
+
+/// Offset bits of L1 and standard L2 entries (9..55).
+const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+/// L2 entry: the cluster is compressed.
+const COMPRESSED: u64 = 1 << 62;
+/// Standard L2 entry (v3): the cluster reads as zeros.
+const ZERO: u64 = 1;
+/// Subclusters per cluster with extended L2 entries.
+const SUBCLUSTERS: u64 = 32;
+/// Memory the L2 table cache may use.
+const L2_CACHE_BYTES: u64 = 8 << 20;
+/// Decompressed clusters kept (a 2 MiB cluster read in 256 KiB chunks
+/// would otherwise be decompressed eight times).
+const DECOMPRESSED_CACHE: usize = 4;
+
+/// What one guest range maps to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    /// Not allocated in this image (reads as zeros: no backing file).
+    Unallocated,
+    /// Reads as zeros.
+    Zero,
+    /// Stored uncompressed at this host offset.
+    Data(u64),
+    /// Stored compressed: host offset and compressed length of the cluster.
+    Compressed(u64, u64),
+}
+
+impl Unit {
+    fn allocation(self) -> Allocation {
+        match self {
+            Unit::Unallocated => Allocation::Unallocated,
+            Unit::Zero => Allocation::Zero,
+            Unit::Data(_) | Unit::Compressed(..) => Allocation::Data,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Caches {
+    /// (L2 table offset, entries, last use).
+    l2: Vec<(u64, Vec<u64>, u64)>,
+    /// (host offset of a compressed cluster, its data, last use).
+    clusters: Vec<(u64, Vec<u8>, u64)>,
+    tick: u64,
+}
+
+/// A qcow2 image read from `D`.
+///
+/// ```no_run
+/// use disk_io::{FileDisk, ReadAt};
+/// let image = vdisk_format::qcow2::Qcow2::open(FileDisk::open("disk.qcow2")?)?;
+/// let mut mbr = [0u8; 512];
+/// image.read_at(0, &mut mbr)?;
+/// # Ok::<(), disk_io::Error>(())
+/// ```
+pub struct Qcow2<D> {
+    file: D,
+    header: Header,
+    l1: Vec<u64>,
+    caches: Lock<Caches>,
+    l2_cache_tables: usize,
+}
+
+impl<D: ReadAt> Qcow2<D> {
+    /// Opens the qcow2 image stored in `file`.
+    pub fn open(file: D) -> Result<Self> {
+        let header = Header::read(&file)?;
+        if let Some(name) = &header.backing_file {
+            return Err(Error::unsupported(format!(
+                "qcow2 image with backing file '{name}': backing chains are not read yet"
+            ))
+            .at(8));
+        }
+        let l1_bytes =
+            disk_io::read_vec(&file, header.l1_table_offset, header.l1_size as usize * 8)?;
+        let l1 = l1_bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let l2_cache_tables = (L2_CACHE_BYTES / header.cluster_size()).max(4) as usize;
+        Ok(Qcow2 {
+            file,
+            header,
+            l1,
+            caches: Lock::new(Caches::default()),
+            l2_cache_tables,
+        })
+    }
+
+    /// The checked header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The file holding the image.
+    pub fn file(&self) -> &D {
+        &self.file
+    }
+
+    /// Entry `index` of the L2 table at `l2_offset` (with extended L2, the
+    /// entry and its subcluster bitmap; otherwise the entry and 0).
+    fn l2_entry(&self, l2_offset: u64, index: u64) -> Result<(u64, u64)> {
+        let h = &self.header;
+        let per = if h.extended_l2() { 2 } else { 1 };
+        let at = (index * per) as usize;
+        let hit = self.caches.with_write(|c| {
+            c.tick += 1;
+            let tick = c.tick;
+            Ok(c.l2
+                .iter_mut()
+                .find(|(off, ..)| *off == l2_offset)
+                .map(|(_, t, used)| {
+                    *used = tick;
+                    (
+                        t.get(at).copied().unwrap_or(0),
+                        t.get(at + 1).copied().unwrap_or(0),
+                    )
+                }))
+        })?;
+        if let Some(e) = hit {
+            return Ok(e);
+        }
+        let cs = h.cluster_size();
+        if !l2_offset.is_multiple_of(cs)
+            || l2_offset
+                .checked_add(cs)
+                .is_none_or(|end| end > self.file.size())
+        {
+            return Err(Error::corrupt(
+                format!(
+                    "qcow2 L2 table at {l2_offset:#x} is unaligned or past the end of the file"
+                ),
+                l2_offset,
+            ));
+        }
+        let bytes = disk_io::read_vec(&self.file, l2_offset, cs as usize)?;
+        let table: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let entry = (
+            table.get(at).copied().unwrap_or(0),
+            table.get(at + 1).copied().unwrap_or(0),
+        );
+        let max = self.l2_cache_tables;
+        self.caches.with_write(|c| {
+            if c.l2.len() >= max {
+                if let Some(lru) =
+                    c.l2.iter()
+                        .enumerate()
+                        .min_by_key(|(_, e)| e.2)
+                        .map(|(i, _)| i)
+                {
+                    c.l2.swap_remove(lru);
+                }
+            }
+            let tick = c.tick;
+            c.l2.push((l2_offset, table, tick));
+            Ok(())
+        })?;
+        Ok(entry)
+    }
+
+    /// The mapping of guest offset `pos`, and the guest range `start..end`
+    /// it holds for (a cluster, a subcluster, or all the guest an empty L1
+    /// entry covers), clamped to the disk size.
+    fn unit_at(&self, pos: u64) -> Result<(Unit, u64, u64)> {
+        let h = &self.header;
+        let cs = h.cluster_size();
+        let cluster = pos >> h.cluster_bits;
+        let l2_entries = h.l2_entries();
+        let l1_index = cluster / l2_entries;
+        let l1e = self.l1.get(l1_index as usize).copied().unwrap_or(0);
+        let l2_offset = l1e & OFFSET_MASK;
+        let clamp = |start: u64, end: u64| (start, end.min(h.size));
+        if l2_offset == 0 {
+            let span = l2_entries * cs;
+            let (s, e) = clamp(l1_index * span, (l1_index + 1) * span);
+            return Ok((Unit::Unallocated, s, e));
+        }
+        let (entry, bitmap) = self.l2_entry(l2_offset, cluster % l2_entries)?;
+        let cluster_start = cluster << h.cluster_bits;
+        let entry_at = l2_offset + (cluster % l2_entries) * h.l2_entry_size();
+        if entry & COMPRESSED != 0 {
+            let x = 62 - (h.cluster_bits - 8);
+            let host = entry & ((1u64 << x) - 1);
+            let sectors = (entry >> x) & ((1u64 << (h.cluster_bits - 8)) - 1);
+            let len = (sectors + 1) * 512 - (host & 511);
+            let (s, e) = clamp(cluster_start, cluster_start + cs);
+            return Ok((Unit::Compressed(host, len), s, e));
+        }
+        let host = entry & OFFSET_MASK;
+        if h.extended_l2() {
+            if entry & ZERO != 0 {
+                return Err(Error::corrupt(
+                    "qcow2 extended L2 entry with the zero bit set",
+                    entry_at,
+                ));
+            }
+            let sub_size = cs / SUBCLUSTERS;
+            let sub = (pos - cluster_start) / sub_size;
+            let allocated = bitmap >> sub & 1 != 0;
+            let zero = bitmap >> (32 + sub) & 1 != 0;
+            let start = cluster_start + sub * sub_size;
+            let (s, e) = clamp(start, start + sub_size);
+            return match (allocated, zero) {
+                (true, true) => Err(Error::corrupt(
+                    format!("qcow2 subcluster {sub} both allocated and zero"),
+                    entry_at + 8,
+                )),
+                (true, false) => {
+                    self.check_host(host, entry_at)?;
+                    Ok((Unit::Data(host + sub * sub_size), s, e))
+                }
+                (false, true) => Ok((Unit::Zero, s, e)),
+                (false, false) => Ok((Unit::Unallocated, s, e)),
+            };
+        }
+        let (s, e) = clamp(cluster_start, cluster_start + cs);
+        if h.version >= 3 && entry & ZERO != 0 {
+            return Ok((Unit::Zero, s, e));
+        }
+        if host == 0 {
+            return Ok((Unit::Unallocated, s, e));
+        }
+        self.check_host(host, entry_at)?;
+        Ok((Unit::Data(host), s, e))
+    }
+
+    fn check_host(&self, host: u64, entry_at: u64) -> Result<()> {
+        if host == 0 || !host.is_multiple_of(self.header.cluster_size()) || host >= self.file.size()
+        {
+            return Err(Error::corrupt(
+                format!(
+                    "qcow2 L2 entry points to {host:#x}: unaligned or past the end of the file"
+                ),
+                entry_at,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads host bytes; a data cluster may end past the end of the file
+    /// (qemu does not always write the tail of the last one): that part
+    /// reads as zeros.
+    fn read_host(&self, host: u64, buf: &mut [u8]) -> Result<()> {
+        let available = self.file.size().saturating_sub(host).min(buf.len() as u64) as usize;
+        let (head, tail) = buf.split_at_mut(available);
+        self.file.read_at(host, head)?;
+        tail.fill(0);
+        Ok(())
+    }
+
+    /// Copies `out.len()` bytes of the compressed cluster at `host` from
+    /// byte `skip` of the decompressed cluster.
+    fn read_compressed(&self, host: u64, len: u64, skip: usize, out: &mut [u8]) -> Result<()> {
+        let copied = self.caches.with_write(|c| {
+            c.tick += 1;
+            let tick = c.tick;
+            Ok(c.clusters
+                .iter_mut()
+                .find(|(h, ..)| *h == host)
+                .map(|(_, data, used)| {
+                    *used = tick;
+                    match data.get(skip..skip + out.len()) {
+                        Some(src) => {
+                            out.copy_from_slice(src);
+                            true
+                        }
+                        None => false,
+                    }
+                }))
+        })?;
+        if copied == Some(true) {
+            return Ok(());
+        }
+        let cs = self.header.cluster_size() as usize;
+        if host >= self.file.size() || len > 2 * cs as u64 + 512 {
+            return Err(Error::corrupt(
+                format!(
+                    "qcow2 compressed cluster at {host:#x} ({len} bytes) past the end of the file"
+                ),
+                host,
+            ));
+        }
+        let input_len = len.min(self.file.size() - host) as usize;
+        let input = disk_io::read_vec(&self.file, host, input_len)?;
+        let mut data = vec![0u8; cs];
+        let written = match self.header.compression {
+            Compression::Zlib => inflate(&input, &mut data),
+            Compression::Zstd => unzstd(&input, &mut data),
+        };
+        if written != Some(cs) {
+            return Err(Error::corrupt(
+                format!("qcow2 compressed cluster at {host:#x} does not decompress to {cs} bytes"),
+                host,
+            ));
+        }
+        out.copy_from_slice(data.get(skip..skip + out.len()).unwrap_or(&[]));
+        self.caches.with_write(|c| {
+            if c.clusters.len() >= DECOMPRESSED_CACHE {
+                if let Some(lru) = c
+                    .clusters
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, e)| e.2)
+                    .map(|(i, _)| i)
+                {
+                    c.clusters.swap_remove(lru);
+                }
+            }
+            let tick = c.tick;
+            c.clusters.push((host, data, tick));
+            Ok(())
+        })
+    }
+}
+
+/// Raw deflate into `out`; the number of bytes produced.
+fn inflate(input: &[u8], out: &mut [u8]) -> Option<usize> {
+    use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
+    let mut state = Box::new(DecompressorOxide::new());
+    let (_, _, written) = decompress(
+        &mut state,
+        input,
+        out,
+        0,
+        inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+    );
+    Some(written)
+}
+
+/// One zstd frame into `out`; the number of bytes produced.
+fn unzstd(input: &[u8], out: &mut [u8]) -> Option<usize> {
+    use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+    use ruzstd::io::Read;
+    let mut decoder = FrameDecoder::new();
+    let mut src = input;
+    decoder.init(&mut src).ok()?;
+    decoder
+        .decode_blocks(&mut src, BlockDecodingStrategy::UptoBytes(out.len() + 1))
+        .ok()?;
+    let mut written = 0;
+    loop {
+        let rest = out.get_mut(written..)?;
+        if rest.is_empty() {
+            break;
+        }
+        let n = decoder.read(rest).ok()?;
+        if n == 0 {
+            break;
+        }
+        written += n;
+    }
+    Some(written)
+}
+
+impl<D: ReadAt> ReadAt for Qcow2<D> {
+    fn size(&self) -> u64 {
+        self.header.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(self.header.size, offset, buf.len() as u64)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let (unit, start, end) = self.unit_at(pos)?;
+            let mut n = (end - pos).min((buf.len() - done) as u64) as usize;
+            match unit {
+                Unit::Unallocated | Unit::Zero => {
+                    buf.get_mut(done..done + n).unwrap_or(&mut []).fill(0);
+                }
+                Unit::Data(host) => {
+                    let host = host + (pos - start);
+                    // Coalesce clusters that follow each other in the file too.
+                    while done + n < buf.len() {
+                        let next = pos + n as u64;
+                        match self.unit_at(next)? {
+                            (Unit::Data(h), s, e) if s == next && h == host + n as u64 => {
+                                n += (e - next).min((buf.len() - done - n) as u64) as usize;
+                            }
+                            _ => break,
+                        }
+                    }
+                    self.read_host(host, buf.get_mut(done..done + n).unwrap_or(&mut []))?;
+                }
+                Unit::Compressed(host, len) => {
+                    let skip = (pos - start) as usize;
+                    self.read_compressed(
+                        host,
+                        len,
+                        skip,
+                        buf.get_mut(done..done + n).unwrap_or(&mut []),
+                    )?;
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn allocation(&self, offset: u64, length: u64) -> Result<Extent> {
+        let length = clamp_query(self.header.size, offset, length)?;
+        let end = offset + length;
+        let (unit, _, first_end) = self.unit_at(offset)?;
+        let state = unit.allocation();
+        let mut pos = first_end.min(end);
+        // Merge following units of the same state (bounded work per call).
+        let mut steps = 0;
+        while pos < end && steps < 4096 {
+            let (u, _, e) = self.unit_at(pos)?;
+            if u.allocation() != state {
+                break;
+            }
+            pos = e.min(end);
+            steps += 1;
+        }
+        Ok(Extent::new(offset, pos - offset, state))
+    }
+}

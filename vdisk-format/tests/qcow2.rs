@@ -1,0 +1,179 @@
+//! qcow2 images made by qemu-img and qemu-io, read by vdisk-format and
+//! compared with qemu-img's own reading: guest bytes and allocation map.
+
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::path::Path;
+
+use disk_io::{Allocation, ReadAt, extents};
+use test_support::{have_all, sh};
+use vdisk_format::{Format, Image};
+
+/// Guest contents: none, scattered pattern and zero writes, or 8 MiB of
+/// random data.
+const CONTENTS: [(&str, &str); 3] = [
+    ("empty", ""),
+    (
+        "scattered",
+        "-c 'write -P 0x11 0 4k' -c 'write -P 0x22 1M 3M' -c 'write -z 2M 512k' -c 'write -P 0x33 63M 1M' -c 'write -P 0x44 33M 5k' -c 'write -z 40M 4M'",
+    ),
+    ("random", ""),
+];
+
+/// Our guest bytes equal qemu-img's, and our allocation map matches
+/// `qemu-img map` (data / zero / not present) byte for byte.
+fn check(dir: &Path, name: &str) {
+    let path = dir.join(name);
+    let image = Image::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(image.format(), Format::Qcow2);
+    sh(&format!("qemu-img convert -O raw {name} ref.raw"), dir);
+    let reference = std::fs::read(dir.join("ref.raw")).unwrap();
+    assert_eq!(image.size(), reference.len() as u64, "{name}");
+    let mut ours = vec![0u8; reference.len()];
+    // Odd-sized reads across cluster and subcluster boundaries.
+    let mut at = 0;
+    for step in [1000usize, 4096, 65536 + 17, 1 << 20].iter().cycle() {
+        if at >= ours.len() {
+            break;
+        }
+        let n = (*step).min(ours.len() - at);
+        image.read_at(at as u64, &mut ours[at..at + n]).unwrap();
+        at += n;
+    }
+    assert!(
+        ours == reference,
+        "{name}: guest bytes differ from qemu-img convert"
+    );
+
+    let map: serde_json::Value =
+        serde_json::from_str(&sh(&format!("qemu-img map --output=json {name}"), dir)).unwrap();
+    let theirs: Vec<(u64, u64, Allocation)> = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let state = if e["data"].as_bool().unwrap() {
+                Allocation::Data
+            } else if e["present"].as_bool().unwrap() {
+                Allocation::Zero
+            } else {
+                Allocation::Unallocated
+            };
+            (
+                e["start"].as_u64().unwrap(),
+                e["length"].as_u64().unwrap(),
+                state,
+            )
+        })
+        .collect();
+    let ours: Vec<(u64, u64, Allocation)> = extents(&image, 0, u64::MAX)
+        .map(|e| e.map(|e| (e.offset, e.length, e.state)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        merge(ours),
+        merge(theirs),
+        "{name}: allocation map differs from qemu-img map"
+    );
+}
+
+fn merge(runs: Vec<(u64, u64, Allocation)>) -> Vec<(u64, u64, Allocation)> {
+    let mut out: Vec<(u64, u64, Allocation)> = Vec::new();
+    for (start, len, state) in runs {
+        match out.last_mut() {
+            Some(last) if last.2 == state && last.0 + last.1 == start => last.1 += len,
+            _ => out.push((start, len, state)),
+        }
+    }
+    out
+}
+
+#[test]
+fn qemu_made_images_read_like_qemu_reads_them() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh("head -c 8M /dev/urandom > random.bin", d);
+    for compat in ["0.10", "1.1"] {
+        for cluster in ["512", "64k", "2M"] {
+            for (content, cmds) in CONTENTS {
+                let name = format!("c{compat}-{cluster}-{content}.qcow2");
+                let opts = format!("compat={compat},cluster_size={cluster}");
+                sh(
+                    &format!("qemu-img create -q -f qcow2 -o {opts} {name} 64M"),
+                    d,
+                );
+                let write = match content {
+                    "random" => "-c 'write -s random.bin 20M 8M'",
+                    "empty" => "",
+                    _ => cmds,
+                };
+                if !write.is_empty() {
+                    sh(&format!("qemu-io -f qcow2 {write} {name} >/dev/null"), d);
+                }
+                check(d, &name);
+            }
+        }
+    }
+    // Extended L2 entries: 32 subclusters per cluster, written in pieces.
+    for cluster in ["64k", "2M"] {
+        let name = format!("ext-{cluster}.qcow2");
+        sh(
+            &format!(
+                "qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size={cluster} {name} 64M"
+            ),
+            d,
+        );
+        sh(
+            &format!(
+                "qemu-io -f qcow2 -c 'write -P 1 0 4k' -c 'write -P 2 70k 2k' -c 'write -z 128k 64k' -c 'write -P 3 5M 100k' -c 'write -s random.bin 9M 3M' -c 'write -z 10M 8k' {name} >/dev/null"
+            ),
+            d,
+        );
+        check(d, &name);
+    }
+    // Compressed clusters, zlib and zstd, with some uncompressible data.
+    sh(
+        "qemu-img create -q -f raw src.raw 64M && qemu-io -f raw -c 'write -P 0x5a 0 5M' -c 'write -s random.bin 30M 4M' -c 'write -P 0x66 63M 1M' src.raw >/dev/null",
+        d,
+    );
+    for kind in ["zlib", "zstd"] {
+        for cluster in ["64k", "2M", "4k"] {
+            let name = format!("comp-{kind}-{cluster}.qcow2");
+            sh(
+                &format!(
+                    "qemu-img convert -c -O qcow2 -o compression_type={kind},cluster_size={cluster} src.raw {name}"
+                ),
+                d,
+            );
+            check(d, &name);
+        }
+    }
+}
+
+#[test]
+fn info_names_cluster_size_and_backing_files_are_refused_for_now() {
+    if !have_all(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "qemu-img create -q -f qcow2 -o cluster_size=4k a.qcow2 16M",
+        d,
+    );
+    let info = Image::open(d.join("a.qcow2")).unwrap().info().unwrap();
+    assert_eq!(info.cluster_size, Some(4096));
+    assert_eq!(info.virtual_size, 16 << 20);
+    sh("qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 b.qcow2", d);
+    let err = Image::open(d.join("b.qcow2")).err().unwrap();
+    assert!(err.to_string().contains("backing file 'a.qcow2'"), "{err}");
+    sh(
+        "qemu-img create -q -f qcow2 --object secret,id=s,data=x -o encrypt.format=luks,encrypt.key-secret=s e.qcow2 16M",
+        d,
+    );
+    let err = Image::open(d.join("e.qcow2")).err().unwrap();
+    assert!(err.to_string().contains("encrypted qcow2"), "{err}");
+}
