@@ -60,6 +60,8 @@ struct Caches {
     l2: Vec<(u64, Vec<u64>, u64)>,
     /// (host offset of a compressed cluster, its data, last use).
     clusters: Vec<(u64, Vec<u8>, u64)>,
+    /// Idle zstd decoders, one per thread that has used one.
+    zstd: Vec<ZstdDecoder>,
     tick: u64,
 }
 
@@ -307,7 +309,7 @@ impl<D: ReadAt> Qcow2<D> {
         let mut data = vec![0u8; cs];
         let written = match self.header.compression {
             Compression::Zlib => inflate(&input, &mut data),
-            Compression::Zstd => unzstd(&input, &mut data),
+            Compression::Zstd => self.unzstd(&input, &mut data)?,
         };
         if written != Some(cs) {
             return Err(Error::corrupt(
@@ -335,6 +337,25 @@ impl<D: ReadAt> Qcow2<D> {
     }
 }
 
+impl<D: ReadAt> Qcow2<D> {
+    /// Decodes a zstd cluster with a decoder from the pool.
+    fn unzstd(&self, input: &[u8], out: &mut [u8]) -> Result<Option<usize>> {
+        let Some(mut decoder) = self
+            .caches
+            .with_write(|c| Ok(c.zstd.pop()))?
+            .or_else(new_zstd)
+        else {
+            return Ok(None);
+        };
+        let n = zstd_frame(&mut decoder, input, out);
+        self.caches.with_write(|c| {
+            c.zstd.push(decoder);
+            Ok(())
+        })?;
+        Ok(n)
+    }
+}
+
 /// Raw deflate into `out`; the number of bytes produced.
 fn inflate(input: &[u8], out: &mut [u8]) -> Option<usize> {
     use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
@@ -349,13 +370,39 @@ fn inflate(input: &[u8], out: &mut [u8]) -> Option<usize> {
     Some(written)
 }
 
-/// One zstd frame into `out`; the number of bytes produced.
-fn unzstd(input: &[u8], out: &mut [u8]) -> Option<usize> {
-    use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+/// A reusable zstd decoder: libzstd with `std`, pure-Rust ruzstd without.
+#[cfg(feature = "std")]
+type ZstdDecoder = zstd::bulk::Decompressor<'static>;
+/// A reusable zstd decoder: libzstd with `std`, pure-Rust ruzstd without.
+#[cfg(not(feature = "std"))]
+type ZstdDecoder = Box<ruzstd::decoding::FrameDecoder>;
+
+#[cfg(feature = "std")]
+fn new_zstd() -> Option<ZstdDecoder> {
+    zstd::bulk::Decompressor::new().ok()
+}
+
+#[cfg(not(feature = "std"))]
+fn new_zstd() -> Option<ZstdDecoder> {
+    Some(Box::new(ruzstd::decoding::FrameDecoder::new()))
+}
+
+/// The one zstd frame at the start of `input` (sector padding follows it)
+/// into `out`; the number of bytes produced.
+#[cfg(feature = "std")]
+fn zstd_frame(decoder: &mut ZstdDecoder, input: &[u8], out: &mut [u8]) -> Option<usize> {
+    let frame = zstd::zstd_safe::find_frame_compressed_size(input).ok()?;
+    decoder.decompress_to_buffer(input.get(..frame)?, out).ok()
+}
+
+/// The one zstd frame at the start of `input` (sector padding follows it)
+/// into `out`; the number of bytes produced.
+#[cfg(not(feature = "std"))]
+fn zstd_frame(decoder: &mut ZstdDecoder, input: &[u8], out: &mut [u8]) -> Option<usize> {
+    use ruzstd::decoding::BlockDecodingStrategy;
     use ruzstd::io::Read;
-    let mut decoder = FrameDecoder::new();
     let mut src = input;
-    decoder.init(&mut src).ok()?;
+    decoder.reset(&mut src).ok()?;
     decoder
         .decode_blocks(&mut src, BlockDecodingStrategy::UptoBytes(out.len() + 1))
         .ok()?;
