@@ -16,4 +16,4 @@ pub use detect::{Detected, PROBE_LEN, RawContent, detect, probe_raw_content};
 pub use format::Format;
 
 #[cfg(feature = "std")]
-pub use image::{BackingFile, Image, ImageInfo, create};
+pub use image::{BackingFile, Image, ImageInfo, OpenOptions, create};

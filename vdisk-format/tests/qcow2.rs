@@ -1,5 +1,6 @@
 //! qcow2 images made by qemu-img and qemu-io, read by vdisk-format and
-//! compared with qemu-img's own reading: guest bytes and allocation map.
+//! compared with qemu-img's own reading: guest bytes and allocation map
+//! (state and the chain layer that holds each run).
 
 #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -20,8 +21,11 @@ const CONTENTS: [(&str, &str); 3] = [
     ("random", ""),
 ];
 
+/// (start, length, state, layer) runs of an allocation map.
+type Runs = Vec<(u64, u64, Allocation, u64)>;
+
 /// Our guest bytes equal qemu-img's, and our allocation map matches
-/// `qemu-img map` (data / zero / not present) byte for byte.
+/// `qemu-img map` (data / zero / not present, and the layer) byte for byte.
 fn check(dir: &Path, name: &str) {
     let path = dir.join(name);
     let image = Image::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -47,7 +51,7 @@ fn check(dir: &Path, name: &str) {
 
     let map: serde_json::Value =
         serde_json::from_str(&sh(&format!("qemu-img map --output=json {name}"), dir)).unwrap();
-    let theirs: Vec<(u64, u64, Allocation)> = map
+    let theirs: Runs = map
         .as_array()
         .unwrap()
         .iter()
@@ -59,15 +63,12 @@ fn check(dir: &Path, name: &str) {
             } else {
                 Allocation::Unallocated
             };
-            (
-                e["start"].as_u64().unwrap(),
-                e["length"].as_u64().unwrap(),
-                state,
-            )
+            let (start, length) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+            (start, length, state, e["depth"].as_u64().unwrap())
         })
         .collect();
-    let ours: Vec<(u64, u64, Allocation)> = extents(&image, 0, u64::MAX)
-        .map(|e| e.map(|e| (e.offset, e.length, e.state)))
+    let ours: Runs = extents(&image, 0, u64::MAX)
+        .map(|e| e.map(|e| (e.offset, e.length, e.state, u64::from(e.layer))))
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(
@@ -77,12 +78,21 @@ fn check(dir: &Path, name: &str) {
     );
 }
 
-fn merge(runs: Vec<(u64, u64, Allocation)>) -> Vec<(u64, u64, Allocation)> {
-    let mut out: Vec<(u64, u64, Allocation)> = Vec::new();
-    for (start, len, state) in runs {
+/// Neighbouring runs of one state and layer as one. qemu gives ranges that
+/// no layer holds the chain's length as depth; those compare by state alone.
+fn merge(runs: Runs) -> Runs {
+    let mut out: Runs = Vec::new();
+    for (start, len, state, depth) in runs {
+        let depth = if state == Allocation::Unallocated {
+            0
+        } else {
+            depth
+        };
         match out.last_mut() {
-            Some(last) if last.2 == state && last.0 + last.1 == start => last.1 += len,
-            _ => out.push((start, len, state)),
+            Some(last) if last.2 == state && last.3 == depth && last.0 + last.1 == start => {
+                last.1 += len
+            }
+            _ => out.push((start, len, state, depth)),
         }
     }
     out
@@ -154,7 +164,7 @@ fn qemu_made_images_read_like_qemu_reads_them() {
 }
 
 #[test]
-fn info_names_cluster_size_and_backing_files_are_refused_for_now() {
+fn info_names_cluster_size_and_refuses_what_it_cannot_read() {
     if !have_all(&["qemu-img"]) {
         return;
     }
@@ -167,8 +177,10 @@ fn info_names_cluster_size_and_backing_files_are_refused_for_now() {
     let info = Image::open(d.join("a.qcow2")).unwrap().info().unwrap();
     assert_eq!(info.cluster_size, Some(4096));
     assert_eq!(info.virtual_size, 16 << 20);
+    // A child opened by itself, without its parent, is refused by name.
     sh("qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 b.qcow2", d);
-    let err = Image::open(d.join("b.qcow2")).err().unwrap();
+    let file = disk_io::FileDisk::open(d.join("b.qcow2")).unwrap();
+    let err = vdisk_format::qcow2::Qcow2::open(file).err().unwrap();
     assert!(err.to_string().contains("backing file 'a.qcow2'"), "{err}");
     sh(
         "qemu-img create -q -f qcow2 --object secret,id=s,data=x -o encrypt.format=luks,encrypt.key-secret=s e.qcow2 16M",
@@ -176,4 +188,131 @@ fn info_names_cluster_size_and_backing_files_are_refused_for_now() {
     );
     let err = Image::open(d.join("e.qcow2")).err().unwrap();
     assert!(err.to_string().contains("encrypted qcow2"), "{err}");
+}
+
+#[test]
+fn backing_chains_read_like_qemu_reads_them() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // qcow2 (4 KiB clusters) on qcow2 on a sparse raw file, with a parent
+    // smaller than its child and zero clusters shadowing parent data.
+    sh(
+        "qemu-img create -q -f raw base.raw 48M && qemu-io -f raw -c 'write -P 1 0 8M' -c 'write -P 2 40M 4M' base.raw >/dev/null",
+        d,
+    );
+    sh(
+        "qemu-img create -q -f qcow2 -b base.raw -F raw mid.qcow2 64M && qemu-io -f qcow2 -c 'write -P 3 4M 8M' -c 'write -z 41M 1M' -c 'write -P 6 50M 1M' mid.qcow2 >/dev/null",
+        d,
+    );
+    sh(
+        "qemu-img create -q -f qcow2 -o cluster_size=4k -b mid.qcow2 -F qcow2 top.qcow2 && qemu-io -f qcow2 -c 'write -P 4 6M 100k' -c 'write -P 5 63M 1M' -c 'write -z 0 4k' top.qcow2 >/dev/null",
+        d,
+    );
+    check(d, "top.qcow2");
+    let info = Image::open(d.join("top.qcow2")).unwrap().info().unwrap();
+    let chain: Vec<(String, Format)> = info
+        .backing_chain
+        .iter()
+        .map(|b| (b.path.clone(), b.format))
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            ("mid.qcow2".to_owned(), Format::Qcow2),
+            ("base.raw".to_owned(), Format::Raw)
+        ]
+    );
+}
+
+#[test]
+fn backing_paths_are_policed() {
+    if !have_all(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "mkdir -p img other && qemu-img create -q -f raw other/base.raw 1M && cp other/base.raw img/base.raw",
+        d,
+    );
+    let open = |name: &str| {
+        Image::open(d.join("img").join(name))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let make = |name: &str, backing: &str| {
+        sh(
+            &format!("cd img && qemu-img create -q -f qcow2 -u -b '{backing}' -F raw {name} 1M"),
+            d,
+        );
+    };
+    make("dotdot.qcow2", "../other/base.raw");
+    assert!(
+        open("dotdot.qcow2").contains("outside the image's directory"),
+        "{}",
+        open("dotdot.qcow2")
+    );
+    make(
+        "absolute.qcow2",
+        &d.join("other/base.raw").display().to_string(),
+    );
+    assert!(open("absolute.qcow2").contains("absolute path"));
+    sh(
+        "ln -s ../other img/link && ln -s ../other/base.raw img/filelink.raw",
+        d,
+    );
+    make("symdir.qcow2", "link/base.raw");
+    assert!(open("symdir.qcow2").contains("outside the image's directory"));
+    make("symfile.qcow2", "filelink.raw");
+    assert!(open("symfile.qcow2").contains("outside the image's directory"));
+    make("missing.qcow2", "nothere.raw");
+    assert!(open("missing.qcow2").contains("nothere.raw"));
+    make("ok.qcow2", "base.raw");
+    assert_eq!(open("ok.qcow2"), "");
+    // Allowed explicitly, the escapes open.
+    let allow = vdisk_format::OpenOptions {
+        allow_outside: true,
+        ..Default::default()
+    };
+    for name in ["dotdot.qcow2", "absolute.qcow2", "symdir.qcow2"] {
+        assert!(
+            Image::open_with(d.join("img").join(name), &allow).is_ok(),
+            "{name}"
+        );
+    }
+    // The header names the wrong format for the parent.
+    sh(
+        "cd img && qemu-img create -q -f qcow2 -u -b ok.qcow2 -F raw wrongfmt.qcow2 1M",
+        d,
+    );
+    assert!(
+        open("wrongfmt.qcow2").contains("backing format 'raw'"),
+        "{}",
+        open("wrongfmt.qcow2")
+    );
+    // A cycle: a -> b -> a.
+    sh(
+        "cd img && qemu-img create -q -f qcow2 -u -b b.qcow2 -F qcow2 a.qcow2 1M && qemu-img create -q -f qcow2 -u -b a.qcow2 -F qcow2 b.qcow2 1M",
+        d,
+    );
+    assert!(
+        open("a.qcow2").contains("loops back"),
+        "{}",
+        open("a.qcow2")
+    );
+    // 64 images in a chain open; 65 are refused.
+    sh(
+        "cd img && qemu-img create -q -f qcow2 -u -b base.raw -F raw l1.qcow2 1M && for i in $(seq 2 64); do qemu-img create -q -f qcow2 -u -b l$((i-1)).qcow2 -F qcow2 l$i.qcow2 1M; done",
+        d,
+    );
+    assert_eq!(open("l63.qcow2"), "");
+    assert!(
+        open("l64.qcow2").contains("deeper than 64"),
+        "{}",
+        open("l64.qcow2")
+    );
 }

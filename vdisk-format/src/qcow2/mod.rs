@@ -2,8 +2,10 @@
 //! with zero clusters, extended L2 entries (32 subclusters per cluster)
 //! and compressed clusters (zlib or zstd).
 //!
-//! Backing files and external data files are recognised and refused as
-//! `Unsupported` until chains are read; encrypted images are refused.
+//! An image with a backing file is opened with its parent disk given by the
+//! caller ([`Qcow2::with_backing`]); finding and checking that parent is
+//! the caller's policy (see `Image::open`). External data files and
+//! encrypted images are refused as `Unsupported`.
 
 pub mod header;
 
@@ -34,7 +36,8 @@ const DECOMPRESSED_CACHE: usize = 4;
 /// What one guest range maps to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Unit {
-    /// Not allocated in this image (reads as zeros: no backing file).
+    /// Not allocated in this image: reads from the backing file, or as
+    /// zeros without one.
     Unallocated,
     /// Reads as zeros.
     Zero,
@@ -65,6 +68,9 @@ struct Caches {
     tick: u64,
 }
 
+/// A parent disk of a copy-on-write chain.
+pub type Backing = Box<dyn ReadAt + Send + Sync>;
+
 /// A qcow2 image read from `D`.
 ///
 /// ```no_run
@@ -76,6 +82,7 @@ struct Caches {
 /// ```
 pub struct Qcow2<D> {
     file: D,
+    backing: Option<Backing>,
     header: Header,
     l1: Vec<u64>,
     caches: Lock<Caches>,
@@ -83,14 +90,29 @@ pub struct Qcow2<D> {
 }
 
 impl<D: ReadAt> Qcow2<D> {
-    /// Opens the qcow2 image stored in `file`.
+    /// Opens the qcow2 image stored in `file`, which must not name a
+    /// backing file.
     pub fn open(file: D) -> Result<Self> {
+        Qcow2::with_backing(file, None)
+    }
+
+    /// Opens the qcow2 image stored in `file` on top of `backing`, which
+    /// must be given exactly when the header names a backing file.
+    pub fn with_backing(file: D, backing: Option<Backing>) -> Result<Self> {
         let header = Header::read(&file)?;
-        if let Some(name) = &header.backing_file {
-            return Err(Error::unsupported(format!(
-                "qcow2 image with backing file '{name}': backing chains are not read yet"
-            ))
-            .at(8));
+        match (&header.backing_file, &backing) {
+            (Some(name), None) => {
+                return Err(Error::invalid_input(format!(
+                    "qcow2 image has backing file '{name}': open it with its parent"
+                ))
+                .at(8));
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid_input(
+                    "qcow2 image has no backing file, but a parent was given",
+                ));
+            }
+            _ => {}
         }
         let l1_bytes =
             disk_io::read_vec(&file, header.l1_table_offset, header.l1_size as usize * 8)?;
@@ -101,6 +123,7 @@ impl<D: ReadAt> Qcow2<D> {
         let l2_cache_tables = (L2_CACHE_BYTES / header.cluster_size()).max(4) as usize;
         Ok(Qcow2 {
             file,
+            backing,
             header,
             l1,
             caches: Lock::new(Caches::default()),
@@ -116,6 +139,28 @@ impl<D: ReadAt> Qcow2<D> {
     /// The file holding the image.
     pub fn file(&self) -> &D {
         &self.file
+    }
+
+    /// The parent disk, when the image has one.
+    pub fn backing(&self) -> Option<&Backing> {
+        self.backing.as_ref()
+    }
+
+    /// Reads unallocated guest bytes: from the parent where it has them,
+    /// zeros elsewhere.
+    fn read_backing(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
+        let available = match &self.backing {
+            Some(b) => b.size().saturating_sub(pos).min(buf.len() as u64) as usize,
+            None => 0,
+        };
+        let (head, tail) = buf.split_at_mut(available);
+        if let Some(b) = &self.backing {
+            if !head.is_empty() {
+                b.read_at(pos, head)?;
+            }
+        }
+        tail.fill(0);
+        Ok(())
     }
 
     /// Entry `index` of the L2 table at `l2_offset` (with extended L2, the
@@ -434,8 +479,9 @@ impl<D: ReadAt> ReadAt for Qcow2<D> {
             let (unit, start, end) = self.unit_at(pos)?;
             let mut n = (end - pos).min((buf.len() - done) as u64) as usize;
             match unit {
-                Unit::Unallocated | Unit::Zero => {
-                    buf.get_mut(done..done + n).unwrap_or(&mut []).fill(0);
+                Unit::Zero => buf.get_mut(done..done + n).unwrap_or(&mut []).fill(0),
+                Unit::Unallocated => {
+                    self.read_backing(pos, buf.get_mut(done..done + n).unwrap_or(&mut []))?;
                 }
                 Unit::Data(host) => {
                     let host = host + (pos - start);
@@ -481,6 +527,17 @@ impl<D: ReadAt> ReadAt for Qcow2<D> {
             }
             pos = e.min(end);
             steps += 1;
+        }
+        // What this image does not hold, the parent answers for, one layer down.
+        if state == Allocation::Unallocated {
+            if let Some(b) = &self.backing {
+                if offset < b.size() {
+                    let mut e = b.allocation(offset, (pos - offset).min(b.size() - offset))?;
+                    e.offset = offset;
+                    e.layer = e.layer.saturating_add(1);
+                    return Ok(e);
+                }
+            }
         }
         Ok(Extent::new(offset, pos - offset, state))
     }
