@@ -59,13 +59,59 @@ impl Unit {
 
 #[derive(Default)]
 struct Caches {
-    /// (L2 table offset, entries, last use).
-    l2: Vec<(u64, Vec<u64>, u64)>,
-    /// (host offset of a compressed cluster, its data, last use).
-    clusters: Vec<(u64, Vec<u8>, u64)>,
+    /// L2 tables by file offset.
+    l2: Lru<Vec<u64>>,
+    /// Decompressed clusters by the file offset of their compressed data.
+    clusters: Lru<Vec<u8>>,
     /// Idle zstd decoders, one per thread that has used one.
     zstd: Vec<ZstdDecoder>,
+}
+
+/// A few values by file offset; the least recently used goes first.
+struct Lru<T> {
+    /// (key, value, last use).
+    entries: Vec<(u64, T, u64)>,
     tick: u64,
+}
+
+impl<T> Default for Lru<T> {
+    fn default() -> Self {
+        Lru {
+            entries: Vec::new(),
+            tick: 0,
+        }
+    }
+}
+
+impl<T> Lru<T> {
+    /// The value kept for `key`, marked as just used.
+    fn get(&mut self, key: u64) -> Option<&T> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.iter_mut().find(|e| e.0 == key).map(|e| {
+            e.2 = tick;
+            &e.1
+        })
+    }
+
+    /// Keeps `value` for `key`, dropping the least recently used value
+    /// when `max` are kept already.
+    fn insert(&mut self, key: u64, value: T, max: usize) {
+        self.entries.retain(|e| e.0 != key);
+        if self.entries.len() >= max {
+            if let Some(lru) = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.2)
+                .map(|(i, _)| i)
+            {
+                self.entries.swap_remove(lru);
+            }
+        }
+        self.tick += 1;
+        self.entries.push((key, value, self.tick));
+    }
 }
 
 /// A parent disk of a copy-on-write chain.
@@ -169,20 +215,15 @@ impl<D: ReadAt> Qcow2<D> {
         let h = &self.header;
         let per = if h.extended_l2() { 2 } else { 1 };
         let at = (index * per) as usize;
-        let hit = self.caches.with_write(|c| {
-            c.tick += 1;
-            let tick = c.tick;
-            Ok(c.l2
-                .iter_mut()
-                .find(|(off, ..)| *off == l2_offset)
-                .map(|(_, t, used)| {
-                    *used = tick;
-                    (
-                        t.get(at).copied().unwrap_or(0),
-                        t.get(at + 1).copied().unwrap_or(0),
-                    )
-                }))
-        })?;
+        let entry_in = |t: &Vec<u64>| {
+            (
+                t.get(at).copied().unwrap_or(0),
+                t.get(at + 1).copied().unwrap_or(0),
+            )
+        };
+        let hit = self
+            .caches
+            .with_write(|c| Ok(c.l2.get(l2_offset).map(entry_in)))?;
         if let Some(e) = hit {
             return Ok(e);
         }
@@ -204,24 +245,10 @@ impl<D: ReadAt> Qcow2<D> {
             .chunks_exact(8)
             .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
-        let entry = (
-            table.get(at).copied().unwrap_or(0),
-            table.get(at + 1).copied().unwrap_or(0),
-        );
+        let entry = entry_in(&table);
         let max = self.l2_cache_tables;
         self.caches.with_write(|c| {
-            if c.l2.len() >= max {
-                if let Some(lru) =
-                    c.l2.iter()
-                        .enumerate()
-                        .min_by_key(|(_, e)| e.2)
-                        .map(|(i, _)| i)
-                {
-                    c.l2.swap_remove(lru);
-                }
-            }
-            let tick = c.tick;
-            c.l2.push((l2_offset, table, tick));
+            c.l2.insert(l2_offset, table, max);
             Ok(())
         })?;
         Ok(entry)
@@ -321,23 +348,12 @@ impl<D: ReadAt> Qcow2<D> {
     /// byte `skip` of the decompressed cluster.
     fn read_compressed(&self, host: u64, len: u64, skip: usize, out: &mut [u8]) -> Result<()> {
         let copied = self.caches.with_write(|c| {
-            c.tick += 1;
-            let tick = c.tick;
             Ok(c.clusters
-                .iter_mut()
-                .find(|(h, ..)| *h == host)
-                .map(|(_, data, used)| {
-                    *used = tick;
-                    match data.get(skip..skip + out.len()) {
-                        Some(src) => {
-                            out.copy_from_slice(src);
-                            true
-                        }
-                        None => false,
-                    }
-                }))
+                .get(host)
+                .and_then(|data| data.get(skip..skip + out.len()))
+                .map(|src| out.copy_from_slice(src)))
         })?;
-        if copied == Some(true) {
+        if copied.is_some() {
             return Ok(());
         }
         let cs = self.header.cluster_size() as usize;
@@ -364,19 +380,7 @@ impl<D: ReadAt> Qcow2<D> {
         }
         out.copy_from_slice(data.get(skip..skip + out.len()).unwrap_or(&[]));
         self.caches.with_write(|c| {
-            if c.clusters.len() >= DECOMPRESSED_CACHE {
-                if let Some(lru) = c
-                    .clusters
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, e)| e.2)
-                    .map(|(i, _)| i)
-                {
-                    c.clusters.swap_remove(lru);
-                }
-            }
-            let tick = c.tick;
-            c.clusters.push((host, data, tick));
+            c.clusters.insert(host, data, DECOMPRESSED_CACHE);
             Ok(())
         })
     }
