@@ -97,8 +97,11 @@ fn partitions(disk: &dyn ReadAt, table: &PartitionTable) -> disk_io::Result<Vec<
         .map(|p| {
             let window = Window::new(disk, p.start, p.size)?;
             // An extended partition holds EBRs, not a file system.
-            let extended = matches!(p.kind, partition::PartitionType::Mbr(k) if partition::mbr::EXTENDED_TYPES.contains(&k));
-            let filesystem = if extended { None } else { probe_filesystem(&window)?.map(|f| f.name()) };
+            let filesystem = if p.kind.is_extended() {
+                None
+            } else {
+                probe_filesystem(&window)?.map(|f| f.name())
+            };
             Ok(PartitionJson {
                 index: p.number,
                 start: p.start,

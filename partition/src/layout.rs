@@ -11,7 +11,6 @@ use disk_io::{Error, Result};
 
 use crate::Guid;
 use crate::gpt::GptAttributes;
-use crate::mbr::EXTENDED_TYPES;
 use crate::table::{PartitionTable, PartitionType, Table};
 
 /// Default alignment of new partitions: 1 MiB, as fdisk and Windows align.
@@ -71,7 +70,7 @@ impl PartitionSpec {
 
     /// True for an MBR extended partition.
     pub fn is_extended(&self) -> bool {
-        matches!(self.kind, PartitionType::Mbr(k) if EXTENDED_TYPES.contains(&k))
+        self.kind.is_extended()
     }
 
     /// True for an MBR logical partition.

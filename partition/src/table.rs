@@ -21,6 +21,12 @@ pub enum PartitionType {
 }
 
 impl PartitionType {
+    /// True for an MBR extended partition (types 0x05, 0x0f, 0x85), which
+    /// holds EBRs rather than a file system.
+    pub fn is_extended(&self) -> bool {
+        matches!(self, PartitionType::Mbr(k) if crate::mbr::EXTENDED_TYPES.contains(k))
+    }
+
     /// A human name for common types.
     pub fn name(&self) -> Option<&'static str> {
         match self {
