@@ -1,16 +1,17 @@
 //! Opening image files by path.
 
 use alloc::boxed::Box;
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use disk_io::{Error, Extent, FileDisk, ReadAt, Result, WriteAt};
 
-use crate::qcow2::Qcow2;
+use crate::chain::Backing;
 use crate::raw::Raw;
-use crate::{Detected, Format, detect};
+use crate::{CheckReport, Detected, Format, detect};
 
 /// One parent in a backing chain, as `vdisk info` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +50,11 @@ pub struct OpenOptions {
     pub allow_outside: bool,
     /// Longest chain followed (the image itself and its parents).
     pub max_depth: usize,
+    /// Read images whose checksums do not verify, or whose parent is not
+    /// the one they were made on (identity or timestamp mismatch): each
+    /// such finding becomes a line of [`Image::warnings`] instead of an
+    /// error. Off by default.
+    pub allow_damaged: bool,
 }
 
 impl Default for OpenOptions {
@@ -56,6 +62,7 @@ impl Default for OpenOptions {
         OpenOptions {
             allow_outside: false,
             max_depth: 64,
+            allow_damaged: false,
         }
     }
 }
@@ -70,11 +77,112 @@ impl Default for OpenOptions {
 /// # Ok::<(), disk_io::Error>(())
 /// ```
 pub struct Image {
+    path: PathBuf,
     detected: Detected,
     file: Arc<FileDisk>,
-    guest: Box<dyn ReadAt + Send + Sync>,
+    guest: Backing,
+    subformat: Option<String>,
     cluster_size: Option<u64>,
     chain: Vec<BackingFile>,
+    warnings: Vec<String>,
+}
+
+/// What a format's opener makes of one image file: its guest disk (over
+/// its parent, when it has one) and the facts `info` shows.
+pub(crate) struct Layer {
+    /// The guest disk.
+    pub guest: Backing,
+    /// Variant within the format, as qemu-img names it.
+    pub subformat: Option<String>,
+    /// Allocation unit (cluster, grain, block).
+    pub cluster_size: Option<u64>,
+}
+
+/// What a format's opener may ask of the caller while it opens one image:
+/// the path policy for files named inside it (backing files, extents),
+/// opening its parent, and whether damage is an error or a warning.
+pub(crate) struct OpenContext<'a> {
+    path: &'a Path,
+    opts: &'a OpenOptions,
+    seen: &'a mut Vec<(u64, u64)>,
+    chain: Vec<BackingFile>,
+    warnings: Vec<String>,
+}
+
+#[allow(dead_code, reason = "the format openers use these as they land")]
+impl OpenContext<'_> {
+    /// The image being opened.
+    pub fn path(&self) -> &Path {
+        self.path
+    }
+
+    /// The caller's options.
+    pub fn options(&self) -> &OpenOptions {
+        self.opts
+    }
+
+    /// Where the file `name`, named inside the image being opened (a
+    /// backing file, an extent), is under the path policy: relative to the
+    /// image's directory and inside it unless allowed. `what` names the
+    /// reference in messages (`backing file`, `extent`).
+    pub fn resolve(&self, name: &str, what: &str) -> Result<PathBuf> {
+        resolve_named(self.path, name, what, self.opts)
+    }
+
+    /// Opens the parent named `name` inside the image (resolved by
+    /// [`resolve`](Self::resolve)), checks that its detected format is
+    /// `expect` when the child says, and records it in the chain.
+    pub fn open_parent(&mut self, name: &str, expect: Option<Format>) -> Result<Image> {
+        let path = self.resolve(name, "backing file")?;
+        self.open_parent_at(&path, name, expect)
+    }
+
+    /// Opens the parent at `path` (already resolved by the format, e.g.
+    /// found by identity among the image's neighbours); `name` is what
+    /// `info` shows for it.
+    pub fn open_parent_at(
+        &mut self,
+        path: &Path,
+        name: &str,
+        expect: Option<Format>,
+    ) -> Result<Image> {
+        let parent = Image::open_layer(path, self.opts, self.seen)
+            .map_err(|e| e.context(format!("backing file {}", path.display())))?;
+        if let Some(want) = expect {
+            if parent.format() != want {
+                return Err(Error::corrupt(
+                    format!(
+                        "backing format '{want}' named in {}, but {} holds {}",
+                        self.path.display(),
+                        path.display(),
+                        parent.format()
+                    ),
+                    0,
+                ));
+            }
+        }
+        self.chain.push(BackingFile {
+            path: name.into(),
+            format: parent.format(),
+        });
+        self.chain.extend(parent.chain.iter().cloned());
+        for w in &parent.warnings {
+            self.warnings.push(format!("{}: {w}", path.display()));
+        }
+        Ok(parent)
+    }
+
+    /// Reports damage that a careful reader may still read past (a
+    /// checksum that does not verify, a parent that changed): an error,
+    /// unless the caller allowed damaged images, then a warning.
+    pub fn damaged(&mut self, err: Error) -> Result<()> {
+        if self.opts.allow_damaged {
+            self.warnings.push(err.to_string());
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
 }
 
 impl Image {
@@ -114,53 +222,23 @@ impl Image {
         }
         seen.push((meta.dev(), meta.ino()));
         let detected = detect(&*file)?;
-        let mut cluster_size = None;
-        let mut chain = Vec::new();
-        let guest: Box<dyn ReadAt + Send + Sync> = match detected {
-            Detected::Raw(_) => Box::new(Raw::new(Arc::clone(&file))),
-            Detected::Qcow { version: 1 } => return Err(not_read_yet("legacy qcow (version 1)")),
-            Detected::Qcow { .. } => {
-                let header = crate::qcow2::Header::read(&*file)?;
-                let backing = match &header.backing_file {
-                    None => None,
-                    Some(name) => {
-                        let parent_path = resolve_backing(path, name, opts)?;
-                        let parent = Image::open_layer(&parent_path, opts, seen).map_err(|e| {
-                            e.context(alloc::format!("backing file {}", parent_path.display()))
-                        })?;
-                        if let Some(fmt) = &header.backing_format {
-                            let named: Result<Format> = fmt.parse();
-                            if named.ok() != Some(parent.format()) {
-                                return Err(Error::corrupt(
-                                    alloc::format!(
-                                        "backing format '{fmt}' named in the header, but {} holds {}",
-                                        parent_path.display(),
-                                        parent.format()
-                                    ),
-                                    header.header_length.into(),
-                                ));
-                            }
-                        }
-                        chain.push(BackingFile {
-                            path: name.clone(),
-                            format: parent.format(),
-                        });
-                        chain.extend(parent.chain.iter().cloned());
-                        Some(parent.guest)
-                    }
-                };
-                let q = Qcow2::with_backing(Arc::clone(&file), backing)?;
-                cluster_size = Some(q.header().cluster_size());
-                Box::new(q)
-            }
-            other => return Err(not_read_yet(other.format().name())),
+        let mut ctx = OpenContext {
+            path,
+            opts,
+            seen,
+            chain: Vec::new(),
+            warnings: Vec::new(),
         };
+        let layer = open_format(detected, &file, &mut ctx)?;
         Ok(Image {
+            path: path.to_path_buf(),
             detected,
             file,
-            guest,
-            cluster_size,
-            chain,
+            guest: layer.guest,
+            subformat: layer.subformat,
+            cluster_size: layer.cluster_size,
+            chain: ctx.chain,
+            warnings: ctx.warnings,
         })
     }
 
@@ -174,11 +252,38 @@ impl Image {
         self.detected
     }
 
+    /// The path the image was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The image's own file (not its parents').
+    pub fn file(&self) -> &Arc<FileDisk> {
+        &self.file
+    }
+
+    /// Damage read past because [`OpenOptions::allow_damaged`] was set,
+    /// this image's and its parents', one line each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The guest disk, to stack under a child as its parent.
+    pub fn into_guest(self) -> Backing {
+        self.guest
+    }
+
+    /// Checks the container's own metadata (not its parents'), as
+    /// `vdisk check` does: see [`check`].
+    pub fn check(&self) -> Result<CheckReport> {
+        check_file(self.detected, &self.file)
+    }
+
     /// Facts about the container for `vdisk info`.
     pub fn info(&self) -> Result<ImageInfo> {
         Ok(ImageInfo {
             format: self.format(),
-            subformat: None,
+            subformat: self.subformat.clone(),
             virtual_size: self.guest.size(),
             allocated_bytes: self.file.allocated_bytes()?,
             cluster_size: self.cluster_size,
@@ -187,30 +292,69 @@ impl Image {
     }
 }
 
-/// Where the backing file `name`, named inside the image at `child`, is:
-/// relative to the child's directory, and inside it unless allowed.
-fn resolve_backing(child: &Path, name: &str, opts: &OpenOptions) -> Result<std::path::PathBuf> {
+/// Opens one image file of a detected format: the dispatch every format
+/// adds its arm to.
+fn open_format(
+    detected: Detected,
+    file: &Arc<FileDisk>,
+    ctx: &mut OpenContext<'_>,
+) -> Result<Layer> {
+    match detected {
+        Detected::Raw(_) => Ok(Layer {
+            guest: Box::new(Raw::new(Arc::clone(file))),
+            subformat: None,
+            cluster_size: None,
+        }),
+        Detected::Qcow { version: 1 } => Err(not_read_yet("legacy qcow (version 1)")),
+        Detected::Qcow { .. } => crate::qcow2::open_layer(Arc::clone(file), ctx),
+        other => Err(not_read_yet(other.format().name())),
+    }
+}
+
+/// Checks the container metadata of one image file of a detected format.
+fn check_file(detected: Detected, _file: &FileDisk) -> Result<CheckReport> {
+    match detected {
+        Detected::Raw(_) => Ok(CheckReport::default()),
+        other => Err(Error::unsupported(format!(
+            "checking {} images is not implemented yet",
+            other.format()
+        ))),
+    }
+}
+
+/// Opens the file at `path` and checks its container metadata (not its
+/// parents'): qcow2 refcounts and leaks, VMDK grain directories, VHD and
+/// VHDX checksums and BAT bounds, VDI block maps. An error means the
+/// header itself could not be read; everything found past it is in the
+/// report.
+pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
+    let file = FileDisk::open(path)?;
+    let detected = detect(&file)?;
+    check_file(detected, &file)
+}
+
+/// Where the file `name`, named inside the image at `child`, is: relative
+/// to the child's directory, and inside it unless allowed. `what` names
+/// the reference (`backing file`, `extent`) in messages.
+fn resolve_named(child: &Path, name: &str, what: &str, opts: &OpenOptions) -> Result<PathBuf> {
     let dir = match child.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
+        _ => PathBuf::from("."),
     };
     let named = Path::new(name);
     if named.is_absolute() && !opts.allow_outside {
-        return Err(Error::invalid_input(alloc::format!(
-            "backing file '{name}' is an absolute path; refused unless allowed explicitly"
+        return Err(Error::invalid_input(format!(
+            "{what} '{name}' is an absolute path; refused unless allowed explicitly"
         )));
     }
     let joined = dir.join(named);
     let real = joined.canonicalize().map_err(|e| {
-        Error::invalid_input(alloc::format!(
-            "backing file '{name}' ({}): {e}",
-            joined.display()
-        ))
+        Error::invalid_input(format!("{what} '{name}' ({}): {e}", joined.display()))
     })?;
     let real_dir = dir.canonicalize()?;
     if !real.starts_with(&real_dir) && !opts.allow_outside {
-        return Err(Error::invalid_input(alloc::format!(
-            "backing file '{name}' resolves to {}, outside the image's directory; refused unless allowed explicitly",
+        return Err(Error::invalid_input(format!(
+            "{what} '{name}' resolves to {}, outside the image's directory; refused unless allowed explicitly",
             real.display()
         )));
     }

@@ -3,6 +3,8 @@
 
 extern crate alloc;
 
+pub mod chain;
+mod check;
 mod detect;
 mod format;
 pub mod fuzzing;
@@ -12,8 +14,9 @@ pub mod raw;
 #[cfg(feature = "std")]
 mod image;
 
+pub use check::{CheckReport, MAX_MESSAGES};
 pub use detect::{Detected, PROBE_LEN, RawContent, detect, probe_raw_content};
 pub use format::Format;
 
 #[cfg(feature = "std")]
-pub use image::{BackingFile, Image, ImageInfo, OpenOptions, create};
+pub use image::{BackingFile, Image, ImageInfo, OpenOptions, check, create};

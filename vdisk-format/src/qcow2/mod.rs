@@ -114,8 +114,8 @@ impl<T> Lru<T> {
     }
 }
 
-/// A parent disk of a copy-on-write chain.
-pub type Backing = Box<dyn ReadAt + Send + Sync>;
+pub use crate::chain::Backing;
+use crate::chain::{parent_allocation, read_parent};
 
 /// A qcow2 image read from `D`.
 ///
@@ -190,23 +190,6 @@ impl<D: ReadAt> Qcow2<D> {
     /// The parent disk, when the image has one.
     pub fn backing(&self) -> Option<&Backing> {
         self.backing.as_ref()
-    }
-
-    /// Reads unallocated guest bytes: from the parent where it has them,
-    /// zeros elsewhere.
-    fn read_backing(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
-        let available = match &self.backing {
-            Some(b) => b.size().saturating_sub(pos).min(buf.len() as u64) as usize,
-            None => 0,
-        };
-        let (head, tail) = buf.split_at_mut(available);
-        if let Some(b) = &self.backing {
-            if !head.is_empty() {
-                b.read_at(pos, head)?;
-            }
-        }
-        tail.fill(0);
-        Ok(())
     }
 
     /// Entry `index` of the L2 table at `l2_offset` (with extended L2, the
@@ -485,7 +468,11 @@ impl<D: ReadAt> ReadAt for Qcow2<D> {
             match unit {
                 Unit::Zero => buf.get_mut(done..done + n).unwrap_or(&mut []).fill(0),
                 Unit::Unallocated => {
-                    self.read_backing(pos, buf.get_mut(done..done + n).unwrap_or(&mut []))?;
+                    read_parent(
+                        self.backing.as_ref(),
+                        pos,
+                        buf.get_mut(done..done + n).unwrap_or(&mut []),
+                    )?;
                 }
                 Unit::Data(host) => {
                     let host = host + (pos - start);
@@ -534,15 +521,40 @@ impl<D: ReadAt> ReadAt for Qcow2<D> {
         }
         // What this image does not hold, the parent answers for, one layer down.
         if state == Allocation::Unallocated {
-            if let Some(b) = &self.backing {
-                if offset < b.size() {
-                    let mut e = b.allocation(offset, (pos - offset).min(b.size() - offset))?;
-                    e.offset = offset;
-                    e.layer = e.layer.saturating_add(1);
-                    return Ok(e);
-                }
-            }
+            return parent_allocation(self.backing.as_ref(), offset, pos - offset);
         }
         Ok(Extent::new(offset, pos - offset, state))
     }
+}
+
+/// Opens a qcow2 image file for `Image`: its parent through the caller's
+/// policy (checked against the backing format the header names).
+#[cfg(feature = "std")]
+pub(crate) fn open_layer(
+    file: alloc::sync::Arc<disk_io::FileDisk>,
+    ctx: &mut crate::image::OpenContext<'_>,
+) -> Result<crate::image::Layer> {
+    let header = Header::read(&*file)?;
+    let backing = match &header.backing_file {
+        None => None,
+        Some(name) => {
+            let expect = match &header.backing_format {
+                None => None,
+                Some(fmt) => Some(fmt.parse::<crate::Format>().map_err(|_| {
+                    Error::corrupt(
+                        format!("qcow2 backing format '{fmt}' is not a format this reader knows"),
+                        u64::from(header.header_length),
+                    )
+                })?),
+            };
+            Some(ctx.open_parent(name, expect)?.into_guest())
+        }
+    };
+    let q = Qcow2::with_backing(file, backing)?;
+    let cluster_size = Some(q.header().cluster_size());
+    Ok(crate::image::Layer {
+        guest: Box::new(q),
+        subformat: None,
+        cluster_size,
+    })
 }
