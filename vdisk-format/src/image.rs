@@ -276,7 +276,12 @@ impl Image {
     /// Checks the container's own metadata (not its parents'), as
     /// `vdisk check` does: see [`check`].
     pub fn check(&self) -> Result<CheckReport> {
-        check_file(self.detected, &self.file)
+        check_file(
+            self.detected,
+            &self.file,
+            &self.path,
+            &OpenOptions::default(),
+        )
     }
 
     /// Facts about the container for `vdisk info`.
@@ -311,8 +316,14 @@ fn open_format(
     }
 }
 
-/// Checks the container metadata of one image file of a detected format.
-fn check_file(detected: Detected, _file: &FileDisk) -> Result<CheckReport> {
+/// Checks the container metadata of one image file of a detected format
+/// (at `path`, whose neighbours, e.g. VMDK extents, are found under `opts`).
+fn check_file(
+    detected: Detected,
+    _file: &FileDisk,
+    _path: &Path,
+    _opts: &OpenOptions,
+) -> Result<CheckReport> {
     match detected {
         Detected::Raw(_) => Ok(CheckReport::default()),
         other => Err(Error::unsupported(format!(
@@ -328,9 +339,10 @@ fn check_file(detected: Detected, _file: &FileDisk) -> Result<CheckReport> {
 /// header itself could not be read; everything found past it is in the
 /// report.
 pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
+    let path = path.as_ref();
     let file = FileDisk::open(path)?;
     let detected = detect(&file)?;
-    check_file(detected, &file)
+    check_file(detected, &file, path, &OpenOptions::default())
 }
 
 /// Where the file `name`, named inside the image at `child`, is: relative
