@@ -120,6 +120,9 @@ pub trait Volume: Send + Sync {
 pub fn open_volume(disk: SharedDisk, fs: FileSystem) -> Result<Box<dyn Volume>> {
     #[allow(clippy::match_single_binding, reason = "each file system adds its arm")]
     match fs {
+        FileSystem::Ext(version) => {
+            Ok(Box::new(crate::volume_ext::ExtVolume::open(disk, version)?))
+        }
         other => {
             let _ = disk;
             Err(Error::unsupported(format!(

@@ -1,0 +1,25 @@
+//! Lists every path of an ext volume with its inode, type and size:
+//! `cargo run -p fs-ext --example ext-ls IMAGE`.
+
+use disk_io::FileDisk;
+use fs_ext::ExtFs;
+
+fn main() -> Result<(), disk_io::Error> {
+    let Some(path) = std::env::args().nth(1) else {
+        eprintln!("usage: ext-ls IMAGE");
+        std::process::exit(2);
+    };
+    let fs = ExtFs::open(FileDisk::open(path)?)?;
+    fs.walk(256, &mut |path, _, inode| {
+        println!(
+            "{} ino={} mode={:o} size={} nlink={}",
+            String::from_utf8_lossy(path),
+            inode.ino,
+            inode.mode,
+            inode.size,
+            inode.links_count
+        );
+        Ok(())
+    })?;
+    Ok(())
+}
