@@ -1,5 +1,5 @@
 //! Lists every path of an ext volume with its inode, type and size:
-//! `cargo run -p fs-ext --example ext-ls IMAGE`.
+//! `cargo run -p fs-ext --example ext-ls IMAGE [FILE]` (with FILE: its contents).
 
 use disk_io::FileDisk;
 use fs_ext::ExtFs;
@@ -10,6 +10,12 @@ fn main() -> Result<(), disk_io::Error> {
         std::process::exit(2);
     };
     let fs = ExtFs::open(FileDisk::open(path)?)?;
+    if let Some(file) = std::env::args().nth(2) {
+        let inode = fs.resolve(&file)?;
+        let data = fs.read_all(&inode, u64::MAX)?;
+        std::io::Write::write_all(&mut std::io::stdout(), &data)?;
+        return Ok(());
+    }
     fs.walk(256, &mut |path, _, inode| {
         println!(
             "{} ino={} mode={:o} size={} nlink={}",

@@ -790,15 +790,14 @@ impl<D: ReadAt> ExtFs<D> {
                 let block = p + i;
                 let data = self.read_block(block)?;
                 let offset = block * self.bs();
+                let first_len = disk_io::bytes::le_u16(&data, 4).unwrap_or(0);
                 let spanning_empty = disk_io::bytes::le_u32(&data, 0) == Some(0)
-                    && usize::from(disk_io::bytes::le_u16(&data, 4).unwrap_or(0))
-                        == bs.min(65535)
-                            | usize::from(
-                                bs >= 65536 && disk_io::bytes::le_u16(&data, 4) == Some(0),
-                            );
+                    && (usize::from(first_len) == bs || (bs >= 65536 && first_len == 0));
                 let is_dx = indexed && (lb + i == 0 || spanning_empty);
                 let mut body: &[u8] = &data;
-                if self.csum_on() && dir::has_tail(&data) {
+                if is_dx {
+                    // Index blocks carry a dx tail, checked by check_htree.
+                } else if self.csum_on() && dir::has_tail(&data) {
                     let end = bs - dir::TAIL_SIZE;
                     let stored = disk_io::bytes::le_u32(&data, end + 8).unwrap_or(0);
                     let computed = checksum::raw_crc32c(seed, data.get(..end).unwrap_or(&[]));
@@ -851,6 +850,7 @@ impl<D: ReadAt> ExtFs<D> {
         let root_block = self.dir_block(inode, 0)?;
         let (root, children) =
             dir::parse_dx_root(&root_block.1, inode.ino, root_block.0, largedir, csum)?;
+        self.check_dx_csum(inode, &root_block.1, 0x20, root_block.0)?;
         let mut seen = BTreeSet::new();
         seen.insert(0u32);
         let mut level: Vec<u32> = children;
@@ -870,9 +870,41 @@ impl<D: ReadAt> ExtFs<D> {
                 if !leaf_level {
                     let (offset, data) = self.dir_block(inode, u64::from(b))?;
                     next.extend(dir::parse_dx_node(&data, inode.ino, offset, csum)?);
+                    self.check_dx_csum(inode, &data, 8, offset)?;
                 }
             }
             level = next;
+        }
+        Ok(())
+    }
+
+    /// Verifies the `dx_tail` checksum of an htree node whose count/limit
+    /// header is at `count_offset`.
+    fn check_dx_csum(
+        &self,
+        inode: &Inode,
+        block: &[u8],
+        count_offset: usize,
+        offset: u64,
+    ) -> Result<()> {
+        if !self.csum_on() {
+            return Ok(());
+        }
+        let limit = usize::from(disk_io::bytes::le_u16(block, count_offset).unwrap_or(0));
+        let count = usize::from(disk_io::bytes::le_u16(block, count_offset + 2).unwrap_or(0));
+        let tail = count_offset + limit * 8;
+        let seed = checksum::inode_seed(self.sb.csum_seed, inode.ino, inode.generation);
+        let c = checksum::raw_crc32c(seed, block.get(..count_offset + count * 8).unwrap_or(&[]));
+        let c = checksum::raw_crc32c(c, block.get(tail..tail + 4).unwrap_or(&[]));
+        let computed = checksum::raw_crc32c(c, &[0; 4]);
+        let stored = disk_io::bytes::le_u32(block, tail + 4).unwrap_or(0);
+        if stored != computed {
+            self.mismatch(
+                format!("inode {}: htree node", inode.ino),
+                offset,
+                stored,
+                computed,
+            )?;
         }
         Ok(())
     }
