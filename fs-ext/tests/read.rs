@@ -382,13 +382,13 @@ fn mkfs_variants() {
     let dir = tempfile::tempdir().unwrap();
     let big_tree = dir.path().join("big-tree");
     let small_tree = dir.path().join("small-tree");
-    build_tree(&big_tree, 50);
+    build_tree(&big_tree, 5000);
     build_tree(&small_tree, 100);
     eprintln!("trees built: {:?}", t0.elapsed());
     let big_want = expected(&big_tree);
     let small_want = expected(&small_tree);
     for (name, mkfs, big) in [
-        ("ext4", "mkfs.ext4", false),
+        ("ext4", "mkfs.ext4", true),
         ("ext2", "mkfs.ext2", false),
         ("ext3", "mkfs.ext3", false),
         ("ext4-32bit", "mkfs.ext4 -O ^64bit", false),
@@ -411,4 +411,44 @@ fn mkfs_variants() {
         check_variant(dir.path(), tree, want, name, mkfs);
         eprintln!("{name}: {:?}", t.elapsed());
     }
+}
+
+/// Values debugfs puts in an external xattr block and in an EA inode.
+#[test]
+fn xattr_block_and_ea_inode() {
+    if !have_all(&["mkfs.ext4", "debugfs"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("tree")).unwrap();
+    std::fs::write(d.join("tree/f"), b"f").unwrap();
+    std::fs::write(d.join("tree/g"), b"g").unwrap();
+    let v1 = noise(2000, 7);
+    let v2 = noise(4096, 8);
+    std::fs::write(d.join("v1"), &v1).unwrap();
+    std::fs::write(d.join("v2"), &v2).unwrap();
+    sh(
+        "truncate -s 8M x.img && mkfs.ext4 -q -F -b 4096 -O ea_inode -d tree x.img \
+         && debugfs -w -R 'ea_set -f v1 /f user.blockval' x.img 2>/dev/null \
+         && debugfs -w -R 'ea_set -f v2 /g trusted.huge' x.img 2>/dev/null",
+        d,
+    );
+    let fs = ExtFs::open(FileDisk::open(d.join("x.img")).unwrap()).unwrap();
+    let f = fs.resolve("/f").unwrap();
+    assert_ne!(f.file_acl, 0);
+    let attrs = fs.xattrs(&f).unwrap();
+    assert!(
+        attrs.contains(&(b"user.blockval".to_vec(), v1)),
+        "{attrs:?}"
+    );
+    let g = fs.resolve("/g").unwrap();
+    let attrs = fs.xattrs(&g).unwrap();
+    assert!(attrs.contains(&(b"trusted.huge".to_vec(), v2)));
+    // That value lives in an inode of its own.
+    let ea_inode = (12..64)
+        .filter_map(|i| fs.inode(i).ok())
+        .any(|i| i.flags.contains(InodeFlags::EA_INODE));
+    assert!(ea_inode);
+    assert!(fs.mismatches().is_empty());
 }
