@@ -75,7 +75,7 @@ pub fn parse_entries(
         } else {
             0
         };
-        if rl < 8 || rl % 4 != 0 || at + rl > data.len() || 8 + name_len > rl {
+        if rl < 8 || !rl.is_multiple_of(4) || at + rl > data.len() || 8 + name_len > rl {
             return Err(Error::corrupt(
                 format!(
                     "inode {ino}: directory entry with record length {rl} and name length {name_len} at byte {at} of its block"

@@ -53,6 +53,9 @@ pub enum Lookup {
     Hole(Option<u32>),
 }
 
+/// Checks a tree block's tail checksum (block bytes, block number, header).
+pub type CheckBlock<'a> = dyn Fn(&[u8], u64, &Header) -> Result<()> + 'a;
+
 /// Where a node came from, for error messages and checksums.
 pub struct Context<'a> {
     /// The inode the tree belongs to.
@@ -63,7 +66,7 @@ pub struct Context<'a> {
     /// the extent-block checksum as the caller's policy says.
     pub read_block: &'a dyn Fn(u64) -> Result<Vec<u8>>,
     /// Checks a tree block's tail checksum; `Err` when it must be refused.
-    pub check_block: &'a dyn Fn(&[u8], u64, &Header) -> Result<()>,
+    pub check_block: &'a CheckBlock<'a>,
     /// Blocks in the volume (pointers past it are corrupt).
     pub blocks_count: u64,
 }

@@ -20,6 +20,9 @@ use crate::journal::{self, Replay};
 use crate::superblock::{Compat, Incompat, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use crate::xattr::{self, Value, Xattr};
 
+/// What [`ExtFs::walk`] calls for each entry: its path, directory entry and inode.
+pub type Visitor<'a> = dyn FnMut(&[u8], &DirEntry, &Inode) -> Result<()> + 'a;
+
 /// Most live entries accepted in one directory.
 pub const MAX_DIR_ENTRIES: usize = 1 << 22;
 /// Longest symlink target read (PATH_MAX).
@@ -1104,7 +1107,7 @@ impl<D: ReadAt> ExtFs<D> {
             let mut c = 0u64;
             while c < clusters {
                 let byte = bitmap.get((c / 8) as usize).copied().unwrap_or(0);
-                if byte == 0 && c % 8 == 0 {
+                if byte == 0 && c.is_multiple_of(8) {
                     c += 8;
                     continue;
                 }
@@ -1121,11 +1124,7 @@ impl<D: ReadAt> ExtFs<D> {
     /// Walks every directory from the root, calling `visit` with each
     /// entry's path, entry and inode. Directories reached twice (a cycle or
     /// a hard-linked directory) and nesting over `max_depth` are errors.
-    pub fn walk(
-        &self,
-        max_depth: usize,
-        visit: &mut dyn FnMut(&[u8], &DirEntry, &Inode) -> Result<()>,
-    ) -> Result<()> {
+    pub fn walk(&self, max_depth: usize, visit: &mut Visitor<'_>) -> Result<()> {
         let root = self.root()?;
         let mut seen = BTreeMap::new();
         seen.insert(root.ino, ());
@@ -1140,7 +1139,7 @@ impl<D: ReadAt> ExtFs<D> {
         depth: usize,
         max_depth: usize,
         seen: &mut BTreeMap<u32, ()>,
-        visit: &mut dyn FnMut(&[u8], &DirEntry, &Inode) -> Result<()>,
+        visit: &mut Visitor<'_>,
     ) -> Result<()> {
         if depth >= max_depth {
             return Err(Error::corrupt(

@@ -17,6 +17,6 @@ pub mod superblock;
 pub mod xattr;
 
 pub use dir::DirEntry;
-pub use fs::{ChecksumPolicy, ExtFs, MAX_DIR_ENTRIES, Options, Run};
+pub use fs::{ChecksumPolicy, ExtFs, MAX_DIR_ENTRIES, Options, Run, Visitor};
 pub use inode::{FileType, Inode, InodeFlags, Timestamp};
 pub use probe::{ExtVersion, probe};

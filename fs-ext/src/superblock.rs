@@ -328,7 +328,7 @@ impl Superblock {
         let block_bits = 10 + log_block;
         let log_cluster = field32(raw, 0x1c);
         let cluster_bits = if ro_compat.contains(RoCompat::BIGALLOC) {
-            let bits = log_cluster.checked_add(10).unwrap_or(u32::MAX);
+            let bits = log_cluster.saturating_add(10);
             if bits < block_bits || bits > MAX_CLUSTER_BITS {
                 return Err(Error::corrupt(
                     format!("ext s_log_cluster_size {log_cluster} with {block_bits}-bit blocks"),
@@ -396,8 +396,7 @@ impl Superblock {
         } else {
             (field32(raw, 0x54), field16(raw, 0x58))
         };
-        if inode_size < 128
-            || inode_size > MAX_INODE_SIZE
+        if !(128..=MAX_INODE_SIZE).contains(&inode_size)
             || !inode_size.is_power_of_two()
             || u32::from(inode_size) > block_size
         {

@@ -275,7 +275,7 @@ fn check_variant(dir: &Path, tree: &Path, want: &BTreeMap<Vec<u8>, Want>, name: 
     let want_paths: BTreeSet<_> = want.keys().collect();
     assert_eq!(got_paths, want_paths, "{name}: paths");
     assert!(
-        got.contains_key(&b"/lost+found".to_vec()),
+        got.contains_key(b"/lost+found".as_slice()),
         "{name}: lost+found"
     );
     for (path, w) in want {
