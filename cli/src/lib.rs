@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod args;
+mod files;
 mod info;
 mod size;
 
@@ -63,9 +64,20 @@ fn run(cli: Cli) -> Result<u8, PathError> {
             out.flush().map_err(|e| PathError::new(&dst, e))?;
             Ok(0)
         }
-        Command::Ls { .. } => Err(unsupported("subcommand 'ls'", NO_FS_READER)),
-        Command::Cat { .. } => Err(unsupported("subcommand 'cat'", NO_FS_READER)),
-        Command::Manifest { .. } => Err(unsupported("subcommand 'manifest'", NO_FS_READER)),
+        Command::Ls {
+            image,
+            part,
+            path,
+            recursive,
+            json,
+        } => files::ls(&image, part, path.as_deref(), recursive, json).map(|()| 0),
+        Command::Cat {
+            image,
+            part,
+            path,
+            stream,
+        } => files::cat(&image, part, &path, stream.as_deref()).map(|()| 0),
+        Command::Manifest { image, part } => files::manifest(&image, part).map(|()| 0),
         Command::Check { .. } => Err(unsupported(
             "subcommand 'check'",
             "container checks are not implemented yet",
@@ -79,7 +91,6 @@ fn run(cli: Cli) -> Result<u8, PathError> {
     }
 }
 
-const NO_FS_READER: &str = "no file-system reader is available yet";
 const NO_COW: &str = "copy-on-write chains are not written yet";
 
 fn unsupported(what: &str, why: &str) -> PathError {
@@ -131,7 +142,10 @@ fn progress_bar() -> ProgressBar {
 
 fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
     if logical {
-        return Err(unsupported("compare --logical", NO_FS_READER));
+        return Err(unsupported(
+            "compare --logical",
+            "logical comparison is not implemented yet",
+        ));
     }
     let ia = open_source(a, false)?;
     let ib = open_source(b, false)?;
