@@ -156,7 +156,24 @@ fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
             ib.size()
         );
     }
-    match compare_sectors(&ia, &ib)? {
+    // A read error names the image it came from.
+    let failed = std::sync::atomic::AtomicU8::new(0);
+    let ta = Tagged {
+        disk: &ia,
+        side: 1,
+        failed: &failed,
+    };
+    let tb = Tagged {
+        disk: &ib,
+        side: 2,
+        failed: &failed,
+    };
+    let verdict = compare_sectors(&ta, &tb).map_err(|e| match failed.load(Ordering::Relaxed) {
+        1 => PathError::new(a, e),
+        2 => PathError::new(b, e),
+        _ => PathError::from(e),
+    })?;
+    match verdict {
         Comparison::Equal => {
             println!("Images are identical.");
             Ok(0)
@@ -165,5 +182,36 @@ fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
             println!("Content mismatch at offset {offset} ({offset:#x})!");
             Ok(EXIT_NEGATIVE)
         }
+    }
+}
+
+/// A disk that notes in `failed` which side of a comparison it is when a
+/// read or map query fails.
+struct Tagged<'a, D: ReadAt> {
+    disk: &'a D,
+    side: u8,
+    failed: &'a std::sync::atomic::AtomicU8,
+}
+
+impl<D: ReadAt> Tagged<'_, D> {
+    fn note<T>(&self, r: disk_io::Result<T>) -> disk_io::Result<T> {
+        if r.is_err() {
+            self.failed.store(self.side, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<D: ReadAt> ReadAt for Tagged<'_, D> {
+    fn size(&self) -> u64 {
+        self.disk.size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> disk_io::Result<()> {
+        self.note(self.disk.read_at(offset, buf))
+    }
+
+    fn allocation(&self, offset: u64, length: u64) -> disk_io::Result<disk_io::Extent> {
+        self.note(self.disk.allocation(offset, length))
     }
 }
