@@ -457,3 +457,24 @@ fn xattr_block_and_ea_inode() {
     assert!(ea_inode);
     assert!(fs.mismatches().is_empty());
 }
+
+/// Times past 2038 use the epoch bits of the `_extra` fields.
+#[test]
+fn times_past_2038() {
+    if !have_all(&["mkfs.ext4", "mkfs.ext2", "debugfs"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "mkdir t && echo y > t/f && truncate -s 4M y.img && mkfs.ext4 -q -F -d t y.img \
+         && debugfs -w -R 'sif /f mtime 21000101000000' y.img 2>/dev/null \
+         && debugfs -w -R 'sif /f atime @-631152000' y.img 2>/dev/null",
+        d,
+    );
+    let fs = ExtFs::open(FileDisk::open(d.join("y.img")).unwrap()).unwrap();
+    let f = fs.resolve("/f").unwrap();
+    assert_eq!(f.mtime.secs, 4_102_444_800);
+    assert_eq!(f.atime.secs, -631_152_000);
+    assert!(f.crtime.is_some());
+}

@@ -159,7 +159,41 @@ fn ext4_view_disk1() {
         let want = icat(&img, 0, inode.ino).unwrap();
         assert_eq!(fs.read_all(&inode, 1 << 20).unwrap(), want, "{path}");
     }
+    assert_eq!(fs.used_blocks().unwrap(), dumpe2fs_used(&fs, &img));
     assert!(fs.mismatches().is_empty());
+}
+
+/// The complement of the free ranges dumpe2fs lists.
+fn dumpe2fs_used<D: ReadAt>(fs: &ExtFs<D>, img: &Path) -> Vec<(u64, u64)> {
+    let sb = fs.superblock();
+    let out = sh(
+        &format!("dumpe2fs '{}' 2>/dev/null", img.display()),
+        Path::new("/"),
+    );
+    let mut free = Vec::new();
+    for line in out.lines() {
+        let Some(list) = line.strip_prefix("  Free blocks: ") else {
+            continue;
+        };
+        for part in list.split(", ").filter(|p| !p.is_empty()) {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+            free.push((a, b - a + 1));
+        }
+    }
+    free.sort_unstable();
+    let mut used = Vec::new();
+    let mut at = u64::from(sb.first_data_block);
+    for (s, len) in free {
+        if s > at {
+            used.push((at, s - at));
+        }
+        at = at.max(s + len);
+    }
+    if at < sb.blocks_count {
+        used.push((at, sb.blocks_count - at));
+    }
+    used
 }
 
 #[test]
@@ -178,6 +212,7 @@ fn ext4_view_ext2_ext3() {
         let fs = ExtFs::open(FileDisk::open(&img).unwrap()).unwrap();
         // big_file of test_disk_ext2 reaches the triple-indirect block.
         cross_check(&fs, &img, 0, 40);
+        assert_eq!(fs.used_blocks().unwrap(), dumpe2fs_used(&fs, &img), "{rel}");
         std::fs::remove_file(&img).unwrap();
     }
 }
