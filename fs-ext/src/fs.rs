@@ -158,6 +158,12 @@ impl<D: ReadAt> ExtFs<D> {
         self.replay.transactions
     }
 
+    /// Journal checksum failures seen while scanning: logged blocks not
+    /// replayed, and torn commits that ended the log.
+    pub fn journal_checksum_failures(&self) -> (u32, u32) {
+        (self.replay.bad_blocks, self.replay.bad_commits)
+    }
+
     /// Checksum mismatches seen so far under [`ChecksumPolicy::ReadAnyway`].
     pub fn mismatches(&self) -> Vec<Mismatch> {
         self.mismatches

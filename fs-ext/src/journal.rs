@@ -60,6 +60,10 @@ pub struct Replay {
     pub transactions: u32,
     /// Blocks skipped because a later revoke covered them.
     pub revoked: u32,
+    /// Logged blocks whose v2/v3 tag checksum failed (not replayed).
+    pub bad_blocks: u32,
+    /// Commit blocks whose checksum failed (the log ends there).
+    pub bad_commits: u32,
 }
 
 /// Restores an escaped block's magic.
@@ -145,6 +149,9 @@ pub fn scan(
         8 + if csum_v2 { 2 } else { 0 } + if bit64 { 4 } else { 0 }
     };
     let next = |b: u64| if b + 1 >= last { first } else { b + 1 };
+    // v2/v3 checksums: crc32c seeded with the journal UUID.
+    let csum_seed = crate::checksum::raw_crc32c(!0, sb.get(0x30..0x40).unwrap_or(&[]));
+    let async_commit = incompat & INCOMPAT_ASYNC_COMMIT != 0;
 
     // Transactions in log order: (sequence, tags, revoked blocks).
     let mut committed: Vec<(u32, Vec<Tag>)> = Vec::new();
@@ -196,11 +203,31 @@ pub fn scan(
                         ));
                     }
                     budget -= 1;
-                    tags.push(Tag {
-                        fs_block: lo | hi << 32,
-                        journal_block: data_block,
-                        escaped: flags & TAG_ESCAPE != 0,
-                    });
+                    let tag_ok = if has_tail {
+                        // The block's checksum: sequence, then the data as logged.
+                        let stored = if csum_v3 {
+                            be_u32(&data, pos + 12).unwrap_or(0)
+                        } else {
+                            u32::from(be_u16(&data, pos + 4).unwrap_or(0))
+                        };
+                        let logged = read(data_block)?;
+                        let c = crate::checksum::raw_crc32c(csum_seed, &seq.to_be_bytes());
+                        let c = crate::checksum::raw_crc32c(c, &logged);
+                        let c = if csum_v3 { c } else { c & 0xffff };
+                        c == stored
+                    } else {
+                        true
+                    };
+                    if tag_ok {
+                        tags.push(Tag {
+                            fs_block: lo | hi << 32,
+                            journal_block: data_block,
+                            escaped: flags & TAG_ESCAPE != 0,
+                        });
+                    } else {
+                        // jbd2 does not replay a block whose checksum fails.
+                        replay.bad_blocks += 1;
+                    }
                     pos += tag_size;
                     if flags & TAG_SAME_UUID == 0 {
                         pos += 16;
@@ -212,6 +239,11 @@ pub fn scan(
                 block = data_block;
             }
             COMMIT => {
+                if has_tail && !commit_ok(&data, csum_seed) && !async_commit {
+                    // A torn commit ends the log, as in jbd2.
+                    replay.bad_commits += 1;
+                    break;
+                }
                 replay.transactions += 1;
                 committed.push((seq, core::mem::take(&mut tags)));
                 for b in pending_revokes.drain(..) {
@@ -267,6 +299,16 @@ pub fn scan(
         }
     }
     Ok(replay)
+}
+
+/// Checks a v2/v3 commit block: crc32c of the block with its checksum
+/// field (`h_chksum[0]`, at byte 16) zeroed.
+fn commit_ok(block: &[u8], seed: u32) -> bool {
+    let stored = be_u32(block, 16).unwrap_or(0);
+    let c = crate::checksum::raw_crc32c(seed, block.get(..16).unwrap_or(&[]));
+    let c = crate::checksum::raw_crc32c(c, &[0; 4]);
+    let c = crate::checksum::raw_crc32c(c, block.get(20..).unwrap_or(&[]));
+    c == stored
 }
 
 /// True when sequence `a` comes after `b` (wrapping, as jbd2 compares tids).

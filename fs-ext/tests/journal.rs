@@ -78,6 +78,7 @@ fn debugfs_journal_transactions() {
             "{name}"
         );
         assert_eq!(fs.replayed_transactions(), 3, "{name}");
+        assert_eq!(fs.journal_checksum_failures(), (0, 0), "{name}");
         let victim = read(&fs, "/victim");
         assert_eq!(&victim[..4096], &[b'A'; 4096][..], "{name}");
         assert_eq!(&victim[4096..], &pay[..], "{name}: escaped block restored");

@@ -230,6 +230,7 @@ fn ext4_view_journal_replayed_in_memory() {
     let fs = ExtFs::open(FileDisk::open(&img).unwrap()).unwrap();
     assert!(fs.replayed_blocks() > 0);
     assert!(fs.replayed_transactions() > 0);
+    assert_eq!(fs.journal_checksum_failures(), (0, 0));
     assert!(fs.resolve("/dir500").is_ok());
     // Without the replay the directory does not exist yet.
     let raw = ExtFs::open_with(

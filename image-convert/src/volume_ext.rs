@@ -99,6 +99,18 @@ impl Volume for ExtVolume {
             .collect()
     }
 
+    fn lookup(&self, dir: &Entry, name: &str) -> Result<Option<Entry>> {
+        // Only the entry asked for is decoded (inode, target, xattrs).
+        let inode = self.inode_of(dir)?;
+        match self.fs.lookup(&inode, name.as_bytes())? {
+            Some(e) => {
+                let child = self.fs.inode(e.inode)?;
+                self.entry(name.to_string(), &child).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     fn read(
         &self,
         file: &Entry,
