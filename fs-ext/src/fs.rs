@@ -1062,14 +1062,14 @@ impl<D: ReadAt> ExtFs<D> {
                 // Rounded to clusters, as the bitmap would be.
                 let mut marks: Vec<(u64, u64)> = Vec::new();
                 let overhead = group_descriptor::group_overhead_blocks(sb, g);
-                marks.push((start, overhead));
-                let first = meta.partition_point(|&(b, len)| b + len <= start);
+                marks.push((start, overhead.min(end - start)));
+                let first = meta.partition_point(|&(b, len)| b.saturating_add(len) <= start);
                 for &(b, len) in meta.get(first..).unwrap_or(&[]) {
                     if b >= end {
                         break;
                     }
                     let s = b.max(start);
-                    let e = (b + len).min(end);
+                    let e = b.saturating_add(len).min(end);
                     if s < e {
                         marks.push((s, e - s));
                     }

@@ -102,9 +102,13 @@ pub fn parse_entries(
                 size: value_size,
             }
         } else {
-            let start = value_base + value_offs;
+            let start = value_base.saturating_add(value_offs);
+            let end = usize::try_from(value_size)
+                .ok()
+                .and_then(|n| start.checked_add(n))
+                .unwrap_or(usize::MAX);
             let bytes = area
-                .get(start..start + value_size as usize)
+                .get(start..end)
                 .ok_or_else(|| {
                     Error::corrupt(
                         format!(
