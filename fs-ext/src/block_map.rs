@@ -32,6 +32,8 @@ pub struct Context<'a> {
     pub read_block: &'a dyn Fn(u64) -> Result<Vec<u8>>,
     /// Blocks in the volume.
     pub blocks_count: u64,
+    /// Byte offset of the inode's `i_block`, for messages.
+    pub i_block_offset: u64,
 }
 
 fn ptr(bytes: &[u8], i: u64) -> u64 {
@@ -83,7 +85,7 @@ pub fn lookup(ctx: &Context<'_>, i_block: &[u8], block: u64, max: u64) -> Result
             "inode {}: logical block {block} is beyond the block map",
             ctx.ino
         ),
-        0,
+        ctx.i_block_offset,
     ))
 }
 
@@ -112,7 +114,7 @@ fn descend(
                     "inode {}: indirect block {node} (for logical block {block}) is outside the volume",
                     ctx.ino
                 ),
-                0,
+                ctx.i_block_offset,
             ));
         }
         let data = (ctx.read_block)(node)?;
@@ -126,7 +128,7 @@ fn descend(
     }
     Err(Error::corrupt(
         format!("inode {}: block map walk for block {block}", ctx.ino),
-        0,
+        ctx.i_block_offset,
     ))
 }
 
@@ -138,7 +140,7 @@ fn check(ctx: &Context<'_>, run: Run, block: u64) -> Result<Run> {
                     "inode {}: logical block {block} maps to block {p}, outside the volume",
                     ctx.ino
                 ),
-                0,
+                ctx.i_block_offset,
             ));
         }
     }
@@ -173,7 +175,7 @@ fn collect(
     if node >= ctx.blocks_count || out.len() >= limit {
         return Err(Error::corrupt(
             format!("inode {}: indirect block {node}", ctx.ino),
-            0,
+            ctx.i_block_offset,
         ));
     }
     out.push(node);

@@ -449,10 +449,11 @@ impl<D: ReadAt> ExtFs<D> {
         let ipg = u64::from(self.sb.inodes_per_group);
         let index = u64::from(ino - 1);
         let gd = self.group(index / ipg)?;
+        let gd_offset = group_descriptor::descriptor_offset(&self.sb, index / ipg).unwrap_or(0);
         if self.uninit(gd, GroupFlags::INODE_UNINIT) {
             return Err(Error::corrupt(
                 format!("inode {ino} is in a group whose inode table is not initialised"),
-                0,
+                gd_offset,
             ));
         }
         let isz = u64::from(self.sb.inode_size);
@@ -469,7 +470,7 @@ impl<D: ReadAt> ExtFs<D> {
                     gd.inode_table,
                     index / ipg
                 ),
-                0,
+                gd_offset + 0x8,
             ));
         }
         Ok(gd.inode_table * self.bs() + (index % ipg) * isz)
@@ -588,6 +589,7 @@ impl<D: ReadAt> ExtFs<D> {
                 block_size: self.block_size(),
                 read_block: &read,
                 blocks_count: self.sb.blocks_count,
+                i_block_offset,
             };
             let r = block_map::lookup(&ctx, &inode.i_block, block, max)?;
             Ok(Run {
