@@ -17,7 +17,6 @@
 //! one is missing or does not verify.
 
 pub mod bat;
-#[cfg(feature = "std")]
 pub(crate) mod check;
 pub mod dynamic_header;
 pub mod footer;
@@ -310,7 +309,7 @@ impl<D: ReadAt> Vhd<D> {
     }
 
     /// The mapping of guest offset `pos` (inside the disk), and the guest
-    /// range `start..end` it holds for: a run of sectors of one bitmap
+    /// range `start..end` it holds for (a `Data` host offset is `start`'s): a run of sectors of one bitmap
     /// state, a whole block not stored, or the rest of a fixed disk.
     fn unit_at(&self, pos: u64) -> Result<(Unit, u64, u64)> {
         let Some((header, bat)) = &self.sparse else {
@@ -425,12 +424,12 @@ impl<D: ReadAt> ReadAt for Vhd<D> {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let (unit, _, end) = self.unit_at(pos)?;
+            let (unit, start, end) = self.unit_at(pos)?;
             let n = (end - pos).min((buf.len() - done) as u64) as usize;
             let out = buf.get_mut(done..done + n).unwrap_or(&mut []);
             match unit {
                 Unit::Absent => read_parent(self.parent.as_ref(), pos, out)?,
-                Unit::Data(host) => self.read_host(host, out)?,
+                Unit::Data(host) => self.read_host(host + (pos - start), out)?,
             }
             done += n;
         }
