@@ -22,6 +22,7 @@ pub mod dynamic_header;
 pub mod footer;
 pub mod parent_locator;
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -37,7 +38,7 @@ pub use crate::chain::Backing;
 use crate::chain::{parent_allocation, read_parent};
 
 /// Memory the sector bitmap cache may use.
-const BITMAP_CACHE_BYTES: u64 = 4 << 20;
+const BITMAP_CACHE_BYTES: u64 = 1 << 20;
 
 /// Something found while opening that a careful reader may read past.
 pub(crate) enum Issue {
@@ -191,10 +192,11 @@ enum Unit {
     Data(u64),
 }
 
-/// Sector bitmaps by block index; the least recently used goes first.
+/// Sector bitmaps by block index (with their last use); the least
+/// recently used goes first.
 #[derive(Default)]
 struct Bitmaps {
-    entries: Vec<(u64, Vec<u8>, u64)>,
+    entries: BTreeMap<u64, (Vec<u8>, u64)>,
     tick: u64,
 }
 
@@ -275,7 +277,7 @@ impl<D: ReadAt> Vhd<D> {
             _ => {}
         }
         let bitmap_size = meta.sparse.as_ref().map_or(512, |(h, _)| h.bitmap_size());
-        let max_bitmaps = (BITMAP_CACHE_BYTES / bitmap_size).clamp(4, 4096) as usize;
+        let max_bitmaps = (BITMAP_CACHE_BYTES / bitmap_size).clamp(4, 2048) as usize;
         Ok(Vhd {
             size: meta.footer.virtual_size(),
             file,
@@ -356,9 +358,9 @@ impl<D: ReadAt> Vhd<D> {
         let hit = self.bitmaps.with_write(|c| {
             c.tick += 1;
             let tick = c.tick;
-            Ok(c.entries.iter_mut().find(|e| e.0 == index).map(|e| {
-                e.2 = tick;
-                f(&e.1)
+            Ok(c.entries.get_mut(&index).map(|e| {
+                e.1 = tick;
+                f(&e.0)
             }))
         })?;
         if let Some(r) = hit {
@@ -369,19 +371,13 @@ impl<D: ReadAt> Vhd<D> {
         let max = self.max_bitmaps;
         self.bitmaps.with_write(|c| {
             if c.entries.len() >= max {
-                if let Some(lru) = c
-                    .entries
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, e)| e.2)
-                    .map(|(i, _)| i)
-                {
-                    c.entries.swap_remove(lru);
+                if let Some(lru) = c.entries.iter().min_by_key(|e| (e.1).1).map(|e| *e.0) {
+                    c.entries.remove(&lru);
                 }
             }
             c.tick += 1;
             let tick = c.tick;
-            c.entries.push((index, bitmap, tick));
+            c.entries.insert(index, (bitmap, tick));
             Ok(())
         })?;
         Ok(r)

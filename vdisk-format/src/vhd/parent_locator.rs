@@ -216,3 +216,66 @@ pub fn candidates<D: ReadAt + ?Sized>(
 fn file_name(path: &str) -> String {
     path.rsplit('/').next().unwrap_or(path).into()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    /// A file with locator data at 512 * (i + 1) and the entries.
+    fn file_with(paths: &[(&[u8; 4], Vec<u8>)]) -> (Vec<u8>, Vec<ParentLocator>) {
+        let mut file = vec![0u8; 512];
+        let mut locators = Vec::new();
+        for (i, (code, data)) in paths.iter().enumerate() {
+            let mut e = [0u8; 24];
+            e[..4].copy_from_slice(*code);
+            e[8..12].copy_from_slice(&(data.len() as u32).to_be_bytes());
+            e[16..24].copy_from_slice(&(file.len() as u64).to_be_bytes());
+            locators.push(ParentLocator::parse(&e, i as u64 * 24).unwrap());
+            let mut sector = data.clone();
+            sector.resize(512, 0);
+            file.extend_from_slice(&sector);
+        }
+        (file, locators)
+    }
+
+    fn utf16le(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+    }
+
+    #[test]
+    fn names_in_order_of_preference() {
+        let (file, locs) = file_with(&[
+            (b"MacX", b"file://localhost/Users/a/My%20Disk.vhd".to_vec()),
+            (b"W2ku", utf16le("C:\\VMs\\base.vhd")),
+            (b"Wi2r", b".\\old.vhd\0".to_vec()),
+            (b"W2ru", utf16le(".\\sub\\base.vhd")),
+        ]);
+        assert_eq!(
+            candidates(&file[..], &locs, "D:\\x\\named.vhd"),
+            [
+                "sub/base.vhd",
+                "old.vhd",
+                "base.vhd",
+                "/Users/a/My Disk.vhd",
+                "named.vhd"
+            ]
+        );
+        assert_eq!(candidates(&file[..], &[], "p.vhd"), ["p.vhd"]);
+        assert!(candidates(&file[..], &[], "").is_empty());
+    }
+
+    #[test]
+    fn unknown_codes_and_bad_data_are_skipped() {
+        let mut e = [0u8; 24];
+        e[..4].copy_from_slice(b"Wxyz");
+        assert!(ParentLocator::parse(&e, 0).is_none());
+        e[..4].copy_from_slice(b"W2ru");
+        e[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        let l = ParentLocator::parse(&e, 0).unwrap();
+        let err = l.path(&[0u8; 512][..]).err().unwrap();
+        assert!(err.to_string().contains("vhd parent locator W2ru"));
+        assert_eq!(candidates(&[0u8; 512][..], &[l], "p.vhd"), ["p.vhd"]);
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+}
