@@ -162,6 +162,10 @@ fn choose_footer<D: ReadAt + ?Sized>(
             issue(Issue::Damage(bad_sum(&e)))?;
             Ok(e)
         }
+        (_, Ok(Some(c))) if c.checksum_ok() => Err(Error::corrupt(
+            "vhd footer at offset 0 says fixed disk, but a fixed disk's only footer is at the end, and none is there",
+            end_at,
+        )),
         (_, Ok(Some(c))) => {
             issue(Issue::Damage(bad_sum(&c)))?;
             Ok(c)
