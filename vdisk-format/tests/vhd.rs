@@ -588,6 +588,27 @@ fn check_finds_damage_and_damage_is_named() {
         "{report:?}"
     );
 
+    // A block over the dynamic disk header, and a block size that is no
+    // power of two (header checksum kept right: only the value is wrong).
+    let mut f = clean.clone();
+    put32(&mut f, bat + 4, 1);
+    std::fs::write(d.join("m.vhd"), &f).unwrap();
+    let report = vdisk_format::check(d.join("m.vhd")).unwrap();
+    assert!(
+        report
+            .messages
+            .iter()
+            .any(|m| m.contains("overlaps the dynamic disk header")),
+        "{report:?}"
+    );
+    let mut f = clean.clone();
+    put32(&mut f, 512 + 32, 3 << 20);
+    let c = checksum(&f[512..1536], 36);
+    put32(&mut f, 512 + 36, c);
+    std::fs::write(d.join("s.vhd"), &f).unwrap();
+    let err = Image::open(d.join("s.vhd")).err().unwrap().to_string();
+    assert!(err.contains("block size") && err.contains("0x220"), "{err}");
+
     // A flipped footer byte: the end footer fails its checksum, the copy
     // at offset 0 is used (a warning), and check reports it.
     let mut f = clean.clone();
