@@ -1094,23 +1094,14 @@ impl<D: ReadAt> ExtFs<D> {
                 ));
             }
             let bitmap = self.read_block(gd.block_bitmap)?;
-            if self.csum_on() {
-                let len = (cpg / 8) as usize;
-                let computed = checksum::raw_crc32c(sb.csum_seed, bitmap.get(..len).unwrap_or(&[]));
-                let (stored, computed) = if sb.desc_size >= 64 {
-                    (gd.block_bitmap_csum, computed)
-                } else {
-                    (gd.block_bitmap_csum & 0xffff, computed & 0xffff)
-                };
-                if stored != computed {
-                    self.mismatch(
-                        format!("ext group {g} block bitmap"),
-                        gd.block_bitmap * self.bs(),
-                        stored,
-                        computed,
-                    )?;
-                }
-            }
+            self.check_bitmap(
+                &bitmap,
+                g,
+                gd.block_bitmap,
+                gd.block_bitmap_csum,
+                cpg,
+                "block",
+            )?;
             let clusters = (end - start).div_ceil(ratio).min(cpg);
             let mut c = 0u64;
             while c < clusters {
@@ -1127,6 +1118,70 @@ impl<D: ReadAt> ExtFs<D> {
             }
         }
         Ok(runs)
+    }
+
+    /// Verifies the `metadata_csum` checksum of one bitmap (`bits` bits).
+    fn check_bitmap(
+        &self,
+        bitmap: &[u8],
+        group: u64,
+        block: u64,
+        stored: u32,
+        bits: u64,
+        what: &str,
+    ) -> Result<()> {
+        if !self.csum_on() {
+            return Ok(());
+        }
+        let len = usize::try_from(bits / 8).unwrap_or(usize::MAX);
+        let computed = checksum::raw_crc32c(self.sb.csum_seed, bitmap.get(..len).unwrap_or(bitmap));
+        let (stored, computed) = if self.sb.desc_size >= 64 {
+            (stored, computed)
+        } else {
+            (stored & 0xffff, computed & 0xffff)
+        };
+        if stored != computed {
+            self.mismatch(
+                format!("ext group {group} {what} bitmap"),
+                block * self.bs(),
+                stored,
+                computed,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Reads every initialised block and inode bitmap and verifies its
+    /// `metadata_csum` checksum (mismatches follow the checksum policy).
+    pub fn verify_bitmaps(&self) -> Result<()> {
+        let cpg = u64::from(self.sb.clusters_per_group);
+        let ipg = u64::from(self.sb.inodes_per_group);
+        for (g, gd) in self.groups.iter().enumerate() {
+            let g = g as u64;
+            if !self.uninit(gd, GroupFlags::BLOCK_UNINIT) {
+                let bitmap = self.read_block(gd.block_bitmap)?;
+                self.check_bitmap(
+                    &bitmap,
+                    g,
+                    gd.block_bitmap,
+                    gd.block_bitmap_csum,
+                    cpg,
+                    "block",
+                )?;
+            }
+            if !self.uninit(gd, GroupFlags::INODE_UNINIT) {
+                let bitmap = self.read_block(gd.inode_bitmap)?;
+                self.check_bitmap(
+                    &bitmap,
+                    g,
+                    gd.inode_bitmap,
+                    gd.inode_bitmap_csum,
+                    ipg,
+                    "inode",
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// Walks every directory from the root, calling `visit` with each

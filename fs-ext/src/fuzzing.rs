@@ -19,6 +19,7 @@ pub fn ext_read(data: &[u8]) {
             continue;
         };
         let _ = fs.used_blocks();
+        let _ = fs.verify_bitmaps();
         let mut budget = 2000usize;
         let _ = fs.walk(64, &mut |_, _, inode| {
             budget = budget.saturating_sub(1);

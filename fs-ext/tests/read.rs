@@ -360,6 +360,7 @@ fn check_variant(dir: &Path, tree: &Path, want: &BTreeMap<Vec<u8>, Want>, name: 
     }
     // Used blocks equal what dumpe2fs says is not free.
     let sb = fs.superblock();
+    fs.verify_bitmaps().unwrap();
     let used = fs.used_blocks().unwrap();
     let expect = dumpe2fs_used(
         &img,

@@ -160,6 +160,7 @@ fn ext4_view_disk1() {
         assert_eq!(fs.read_all(&inode, 1 << 20).unwrap(), want, "{path}");
     }
     assert_eq!(fs.used_blocks().unwrap(), dumpe2fs_used(&fs, &img));
+    fs.verify_bitmaps().unwrap();
     assert!(fs.mismatches().is_empty());
 }
 
