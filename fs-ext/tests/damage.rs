@@ -170,3 +170,23 @@ fn checksum_mismatch_is_an_error_unless_read_anyway() {
     assert_eq!(m.len(), 1, "{m:?}");
     assert_eq!(m[0].what, format!("inode {ino}"));
 }
+
+#[test]
+fn gdt_csum_mismatch_names_the_descriptor() {
+    if !have_all(&["mkfs.ext4"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(
+        "truncate -s 4M d.img && mkfs.ext4 -q -F -b 1024 -O ^metadata_csum,uninit_bg d.img",
+        dir.path(),
+    );
+    let mut data = std::fs::read(dir.path().join("d.img")).unwrap();
+    assert!(ExtFs::open(&data[..]).is_ok());
+    // Descriptor 0 is at block 2 (1 KiB blocks); flip its free-blocks count.
+    data[2048 + 0xc] ^= 1;
+    let err = ExtFs::open(&data[..]).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.to_string().contains("group descriptor 0"), "{err}");
+    assert_eq!(err.offset(), Some(2048));
+}

@@ -399,7 +399,11 @@ fn mkfs_variants() {
         ("ext3", "mkfs.ext3", false),
         ("ext4-32bit", "mkfs.ext4 -O ^64bit", false),
         ("ext4-inline", "mkfs.ext4 -O inline_data", false),
-        ("ext4-nocsum", "mkfs.ext4 -O ^metadata_csum", false),
+        (
+            "ext4-nocsum",
+            "mkfs.ext4 -O ^metadata_csum,uninit_bg",
+            false,
+        ),
         ("ext4-1k", "mkfs.ext4 -b 1024", false),
         ("ext4-bigalloc", "mkfs.ext4 -O bigalloc -C 16384", false),
         (
