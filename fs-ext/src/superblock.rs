@@ -520,3 +520,77 @@ impl Superblock {
         checksum::raw_crc32c(!0, self.raw.get(..0x3fc).unwrap_or(&[]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    /// A minimal valid superblock: 1 KiB blocks, 8192 blocks, one group.
+    fn raw() -> Vec<u8> {
+        let mut b = alloc::vec![0u8; SUPERBLOCK_SIZE];
+        b[0x0..0x4].copy_from_slice(&128u32.to_le_bytes());
+        b[0x4..0x8].copy_from_slice(&8192u32.to_le_bytes());
+        b[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+        b[0x20..0x24].copy_from_slice(&8192u32.to_le_bytes());
+        b[0x24..0x28].copy_from_slice(&8192u32.to_le_bytes());
+        b[0x28..0x2c].copy_from_slice(&128u32.to_le_bytes());
+        b[0x38..0x3a].copy_from_slice(&MAGIC.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn unknown_incompat_is_refused_by_name() {
+        let mut b = raw();
+        b[0x60..0x64].copy_from_slice(&(0x1u32 | 0x80_0000).to_le_bytes());
+        let err = Superblock::parse(&b, 1024).unwrap_err();
+        assert_eq!(err.kind(), disk_io::ErrorKind::Unsupported);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("compression") && msg.contains("0x800000"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_compat_and_ro_compat_are_readable() {
+        let mut b = raw();
+        b[0x5c..0x60].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+        b[0x64..0x68].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+        let sb = Superblock::parse(&b, 1024).unwrap();
+        assert_eq!(sb.block_size(), 1024);
+        assert_eq!(sb.group_count(), 1);
+        assert!(!RoCompat::SUPPORTED.contains(sb.ro_compat));
+    }
+
+    #[test]
+    fn geometry_is_bounded() {
+        for (at, value) in [
+            (0x18, 7u32),
+            (0x20, 0),
+            (0x20, 9000),
+            (0x28, 0),
+            (0x28, 1 << 20),
+        ] {
+            let mut b = raw();
+            b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            assert!(
+                Superblock::parse(&b, 1024).is_err(),
+                "field {at:#x} = {value}"
+            );
+        }
+        let mut b = raw();
+        b[0x4c..0x50].copy_from_slice(&1u32.to_le_bytes());
+        b[0x58..0x5a].copy_from_slice(&100u16.to_le_bytes());
+        assert!(Superblock::parse(&b, 1024).is_err(), "inode size 100");
+    }
+
+    #[test]
+    fn sparse_super_backups() {
+        let mut b = raw();
+        b[0x64..0x68].copy_from_slice(&RoCompat::SPARSE_SUPER.bits().to_le_bytes());
+        let sb = Superblock::parse(&b, 1024).unwrap();
+        let with: Vec<u64> = (0..60).filter(|&g| sb.group_has_super(g)).collect();
+        assert_eq!(with, [0, 1, 3, 5, 7, 9, 25, 27, 49]);
+    }
+}
