@@ -60,3 +60,26 @@ qemu-img convert -c -O qcow2 -o cluster_size=4k,compression_type=zlib qsrc.raw q
 qemu-img convert -c -O qcow2 -o cluster_size=4k,compression_type=zstd qsrc.raw qzstd.qcow2
 cp q512.qcow2 q2.qcow2 qext.qcow2 qzlib.qcow2 qzstd.qcow2 "$out/"
 ls -l "$out"
+
+# vmdk: sparse extents (with data, zeroed grains, a delta link), a
+# streamOptimized extent and descriptor files; the sparse ones truncated
+# to their metadata (header, embedded descriptor, grain directories and
+# tables all sit in the first 32 KiB of what qemu-img writes).
+out=$(dirname "$out")/vmdk
+rm -rf "$out"
+mkdir -p "$out"
+qemu-img create -q -f vmdk vm-sparse.vmdk 1M
+qemu-io -f vmdk -c 'write -P 1 0 1k' -c 'write -P 2 700k 4k' vm-sparse.vmdk >/dev/null
+qemu-img create -q -f vmdk -o zeroed_grain=on vm-zeroed.vmdk 1M
+qemu-io -f vmdk -c 'write -z 0 64k' -c 'write -P 3 128k 4k' vm-zeroed.vmdk >/dev/null
+qemu-img create -q -f vmdk -b vm-sparse.vmdk -F vmdk vm-delta.vmdk
+qemu-img create -q -f raw vm-src.raw 1M
+qemu-io -f raw -c 'write -P 6 0 64k' -c 'write -P 7 512k 8k' vm-src.raw >/dev/null
+qemu-img convert -O vmdk -o subformat=streamOptimized vm-src.raw vm-stream.vmdk
+qemu-img create -q -f vmdk -o subformat=monolithicFlat vm-flat.vmdk 1M
+qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse vm-2gb.vmdk 5G
+for f in vm-sparse.vmdk vm-zeroed.vmdk vm-delta.vmdk vm-stream.vmdk; do
+  head -c 32768 "$f" > "$out/$f"
+done
+cp vm-flat.vmdk vm-2gb.vmdk "$out/"
+ls -l "$out"
