@@ -108,6 +108,9 @@ pub(crate) struct Lru<T> {
     /// (key, value, last use).
     entries: Vec<(u64, T, u64)>,
     tick: u64,
+    /// Index of the entry used last: sequential reads ask for it again
+    /// and again, so it is looked at before the scan.
+    last: usize,
 }
 
 impl<T> Default for Lru<T> {
@@ -115,6 +118,7 @@ impl<T> Default for Lru<T> {
         Lru {
             entries: Vec::new(),
             tick: 0,
+            last: 0,
         }
     }
 }
@@ -124,7 +128,12 @@ impl<T> Lru<T> {
     pub fn get(&mut self, key: u64) -> Option<&T> {
         self.tick += 1;
         let tick = self.tick;
-        self.entries.iter_mut().find(|e| e.0 == key).map(|e| {
+        let i = match self.entries.get(self.last) {
+            Some(e) if e.0 == key => self.last,
+            _ => self.entries.iter().position(|e| e.0 == key)?,
+        };
+        self.last = i;
+        self.entries.get_mut(i).map(|e| {
             e.2 = tick;
             &e.1
         })

@@ -13,8 +13,9 @@ use super::grain_table::{Grain, Lru, grain_of, read_directory, read_table};
 use super::sparse_header::{GD_AT_END, SECTOR, SparseHeader};
 use super::stream::{read_compressed_grain, read_footer};
 
-/// Memory the grain table cache may use.
-const GT_CACHE_BYTES: usize = 4 << 20;
+/// Memory the grain table cache may use (1 MiB: 512 tables of 512
+/// entries, 16 GiB of guest in 64 KiB grains).
+const GT_CACHE_BYTES: usize = 1 << 20;
 /// Decompressed grains kept (reads smaller than a grain would otherwise
 /// inflate one grain many times).
 const GRAIN_CACHE: usize = 8;
