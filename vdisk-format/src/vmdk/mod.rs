@@ -307,7 +307,9 @@ impl<D: ReadAt> Vmdk<D> {
         let local = pos - p.start;
         let (unit, s, e) = match &p.data {
             ExtentData::Zero => (Unit::Zero, 0, p.len),
-            ExtentData::Flat { offset, .. } => (Unit::Flat(offset.saturating_add(local)), local, p.len),
+            ExtentData::Flat { offset, .. } => {
+                (Unit::Flat(offset.saturating_add(local)), local, p.len)
+            }
             ExtentData::Sparse(sp) => {
                 let (g, s, e) = sp.grain_at(local)?;
                 let u = match g {
