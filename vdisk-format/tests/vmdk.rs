@@ -541,3 +541,41 @@ fn stream_footer_names_the_grain_directory() {
     let err = Image::open(d.join("cut.vmdk")).err().unwrap();
     assert!(err.to_string().contains("footer"), "{err}");
 }
+
+/// ESX formats are refused by name: COWD sparse files, seSparse and raw
+/// device extents, VMFSSPARSE extents not in the hosted sparse format.
+#[test]
+fn esx_formats_are_unsupported_by_name() {
+    if !have_all(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "qemu-img create -q -f vmdk -o subformat=monolithicFlat x.vmdk 1M && printf COWD > cowd.vmdk && truncate -s 64k cowd.vmdk",
+        d,
+    );
+    let cases = [
+        ("SESPARSE \"x-flat.vmdk\"", "seSparse"),
+        ("VMFSRDM \"x-flat.vmdk\"", "raw device"),
+        ("VMFSRAW \"x-flat.vmdk\"", "raw device"),
+        ("VMFSSPARSE \"x-flat.vmdk\"", "VMFSSPARSE"),
+        ("VMFSSPARSE \"cowd.vmdk\"", "COWD"),
+    ];
+    for (i, (extent, needle)) in cases.iter().enumerate() {
+        let name = format!("esx{i}.vmdk");
+        sh(
+            &format!(
+                "sed 's|FLAT \"x-flat.vmdk\" 0|{}|' x.vmdk > {name}",
+                extent.replace('"', "\\\"")
+            ),
+            d,
+        );
+        let err = Image::open(d.join(&name)).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{extent}: {err}");
+        assert!(err.to_string().contains(needle), "{extent}: {err}");
+    }
+    let err = Image::open(d.join("cowd.vmdk")).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("COWD"), "{err}");
+}

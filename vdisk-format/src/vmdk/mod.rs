@@ -92,6 +92,9 @@ impl<D: ReadAt> ExtentData<D> {
                 if magic == COWD_MAGIC {
                     return unsupported(&format!("{} in the ESX COWD format", line.kind.as_str()));
                 }
+                if magic != sparse_header::MAGIC && line.kind == ExtentKind::VmfsSparse {
+                    return unsupported("VMFSSPARSE (not in the hosted sparse format)");
+                }
                 if magic != sparse_header::MAGIC {
                     return Err(Error::corrupt(
                         format!(
