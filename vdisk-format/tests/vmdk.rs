@@ -598,3 +598,53 @@ fn stream_seeds_read() {
         assert!(report.is_clean(), "{name}: {report:?}");
     }
 }
+
+/// createType vmfs with a VMFS extent and a second FLAT extent (read like
+/// qemu reads them), and a ZERO extent between them. qemu skips ZERO
+/// extent lines (its disk is shorter by their size); we follow the VMware
+/// specification, where they hold guest sectors that read as zeros, and
+/// compare with the extent file's bytes instead.
+#[test]
+fn vmfs_and_zero_extents() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "qemu-img create -q -f vmdk -o subformat=monolithicFlat x.vmdk 1M && qemu-io -f vmdk -c 'write -P 5 0 64k' -c 'write -P 6 600k 8k' x.vmdk >/dev/null",
+        d,
+    );
+    let edit = |extents: &str, out: &str| {
+        sh(
+            &format!(
+                "sed -e 's|createType=\"monolithicFlat\"|createType=\"vmfs\"|' -e 's|RW 2048 FLAT \"x-flat.vmdk\" 0|{extents}|' x.vmdk > {out}"
+            ),
+            d,
+        )
+    };
+    edit(
+        "RW 2048 VMFS \"x-flat.vmdk\"\\nRW 1024 FLAT \"x-flat.vmdk\" 1024",
+        "v.vmdk",
+    );
+    let image = check(d, "v.vmdk");
+    assert_eq!(image.info().unwrap().subformat.as_deref(), Some("vmfs"));
+    edit(
+        "RW 2048 VMFS \"x-flat.vmdk\"\\nRW 1024 ZERO\\nRW 1024 FLAT \"x-flat.vmdk\" 1024",
+        "z.vmdk",
+    );
+    let image = Image::open(d.join("z.vmdk")).unwrap();
+    let flat = std::fs::read(d.join("x-flat.vmdk")).unwrap();
+    let mut want = flat.clone();
+    want.extend_from_slice(&[0u8; 512 << 10]);
+    want.extend_from_slice(&flat[512 << 10..]);
+    assert!(read_all(&image) == want);
+    let map = merge(our_map(&image));
+    assert!(
+        map.iter().any(|r| r.2 == Allocation::Zero
+            && r.0 <= 1 << 20
+            && r.0 + r.1 >= (1 << 20) + (512 << 10)),
+        "{map:?}"
+    );
+    assert!(vdisk_format::check(d.join("z.vmdk")).unwrap().is_clean());
+}
