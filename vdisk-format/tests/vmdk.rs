@@ -432,6 +432,21 @@ fn check_reports_corruption() {
     let report = vdisk_format::check(d.join("b.vmdk")).unwrap();
     assert_eq!(report.errors, 1, "{report:?}");
     assert!(report.messages[0].contains("redundant"), "{report:?}");
+
+    // A stream's grain marker naming another sector than its table says.
+    sh(
+        "qemu-img create -q -f raw s.raw 1M && qemu-io -f raw -c 'write -P 1 64k 64k' s.raw >/dev/null && qemu-img convert -O vmdk -o subformat=streamOptimized s.raw s.vmdk",
+        d,
+    );
+    assert!(vdisk_format::check(d.join("s.vmdk")).unwrap().is_clean());
+    let s = std::fs::read(d.join("s.vmdk")).unwrap();
+    let gt = first_gt(&s, false);
+    let marker = u32::from_le_bytes(s[gt + 4..gt + 8].try_into().unwrap()) as usize * 512;
+    assert_eq!(&s[marker..marker + 8], &128u64.to_le_bytes());
+    std::fs::write(d.join("s.vmdk"), patch(&s, marker, &7u64.to_le_bytes())).unwrap();
+    let report = vdisk_format::check(d.join("s.vmdk")).unwrap();
+    assert_eq!(report.errors, 1, "{report:?}");
+    assert!(report.messages[0].contains("grain marker"), "{report:?}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use disk_io::{ReadAt, Result};
 
 use super::grain_table::{Grain, grain_of, read_directory, read_table};
 use super::sparse_header::{GD_AT_END, SECTOR, SparseHeader};
-use super::stream::{GRAIN_MARKER_LEN, read_footer};
+use super::stream::{GRAIN_MARKER_LEN, GrainMarker, read_footer};
 use crate::CheckReport;
 
 /// Checks the sparse extent in `file` (named `name` in messages) and adds
@@ -106,6 +106,24 @@ pub fn check_sparse<D: ReadAt + ?Sized>(
                     "{name}: grain table {gt_index} entry {j} at offset {entry_at:#x} points to {host:#x}, inside metadata at {ms:#x}..{me:#x}"
                 ));
                 continue;
+            }
+            if header.compressed() && header.markers() {
+                let guest = (gt_index * u64::from(header.gtes_per_gt) + j as u64)
+                    .saturating_mul(header.grain_sectors);
+                match GrainMarker::read(file, host) {
+                    Ok(m) if m.lba != guest => report.error(format!(
+                        "{name}: grain marker at {host:#x} (grain table {gt_index} entry {j}) says sector {}, the table says {guest}",
+                        m.lba
+                    )),
+                    Ok(m) if host + GRAIN_MARKER_LEN + u64::from(m.size) > file_size => {
+                        report.error(format!(
+                            "{name}: compressed grain at {host:#x} ({} bytes) runs past the end of the file ({file_size} bytes)",
+                            m.size
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) => report.error(format!("{name}: {e}")),
+                }
             }
             grains.push((host, entry_at));
         }
