@@ -237,6 +237,13 @@ fn chain_of_three() {
     assert_eq!(chain, ["mid.vmdk", "base.vmdk"]);
     assert!(our_map(&image).iter().any(|r| r.3 == 2));
     assert!(image.warnings().is_empty());
+    // A child made of a descriptor and a separate sparse extent.
+    sh(
+        "qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse -b mid.vmdk -F vmdk split.vmdk && qemu-io -f vmdk -c 'write -P 7 1M 64k' split.vmdk >/dev/null",
+        d,
+    );
+    let image = check(d, "split.vmdk");
+    assert_eq!(image.info().unwrap().backing_chain.len(), 2);
 }
 
 #[test]
