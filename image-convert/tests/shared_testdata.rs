@@ -38,6 +38,13 @@ fn containers_are_detected_by_content() {
         let Some(path) = testdata(rel) else { return };
         let file = FileDisk::open(&path).unwrap();
         assert_eq!(detect(&file).unwrap(), want, "{rel}");
+        if want.format() == Format::Vmdk {
+            // VMDK is read: sparse files open; the descriptor-only ones
+            // lack their extent files (vdisk-format/tests/vmdk.rs).
+            let opened = vdisk_format::Image::open(&path);
+            assert_eq!(opened.is_ok(), want == Detected::VmdkSparse, "{rel}");
+            continue;
+        }
         // Recognised, not read yet: an honest error naming the format.
         let err = vdisk_format::Image::open(&path).err().unwrap();
         assert_eq!(err.kind(), disk_io::ErrorKind::Unsupported, "{rel}");

@@ -485,6 +485,7 @@ fn damaged_headers_are_errors_naming_the_structure() {
             patch(&sparse, 44, &0u32.to_le_bytes()),
             "grain table",
         ),
+        ("capacity", patch(&sparse, 12, &[0xff; 4]), "capacity"),
         ("truncated", sparse[..300].to_vec(), "embedded descriptor"),
         ("truncated gd", sparse[..13000].to_vec(), "grain directory"),
         (

@@ -159,6 +159,22 @@ impl<D: ReadAt> Vmdk<D> {
         let descriptor = embedded_descriptor(&file)?;
         let sparse = SparseExtent::open(file)?;
         let len = sparse.size();
+        // The embedded descriptor describes this very extent: a capacity
+        // that disagrees with it is a damaged header (or descriptor).
+        let described = descriptor
+            .extents
+            .iter()
+            .try_fold(0u64, |sum, e| sum.checked_add(e.sectors));
+        if !descriptor.extents.is_empty() && described != Some(sparse.header().capacity) {
+            return Err(Error::corrupt(
+                format!(
+                    "vmdk sparse header capacity of {} sectors differs from the {} sectors of its embedded descriptor's extents",
+                    sparse.header().capacity,
+                    described.unwrap_or(u64::MAX)
+                ),
+                12,
+            ));
+        }
         Vmdk::assemble(
             descriptor,
             alloc::vec![Piece {
