@@ -157,24 +157,24 @@ impl<D: ReadAt> Vmdk<D> {
     /// must be given exactly when its embedded descriptor names a parent.
     pub fn sparse_with_backing(file: D, backing: Option<Backing>) -> Result<Self> {
         let descriptor = embedded_descriptor(&file)?;
-        let sparse = SparseExtent::open(file)?;
-        let len = sparse.size();
+        let capacity = SparseHeader::read(&file)?.capacity;
         // The embedded descriptor describes this very extent: a capacity
         // that disagrees with it is a damaged header (or descriptor).
         let described = descriptor
             .extents
             .iter()
             .try_fold(0u64, |sum, e| sum.checked_add(e.sectors));
-        if !descriptor.extents.is_empty() && described != Some(sparse.header().capacity) {
+        if !descriptor.extents.is_empty() && described != Some(capacity) {
             return Err(Error::corrupt(
                 format!(
-                    "vmdk sparse header capacity of {} sectors differs from the {} sectors of its embedded descriptor's extents",
-                    sparse.header().capacity,
+                    "vmdk sparse header capacity of {capacity} sectors differs from the {} sectors of its embedded descriptor's extents",
                     described.unwrap_or(u64::MAX)
                 ),
                 12,
             ));
         }
+        let sparse = SparseExtent::open(file)?;
+        let len = sparse.size();
         Vmdk::assemble(
             descriptor,
             alloc::vec![Piece {
