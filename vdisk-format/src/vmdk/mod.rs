@@ -472,9 +472,7 @@ pub(crate) fn open_layer(
             let f = match (&line.kind, &line.file) {
                 (ExtentKind::Zero, _) | (_, None) => None,
                 (_, Some(name)) => {
-                    let path = ctx
-                        .resolve(name, "extent")
-                        .map_err(|e| e.context(format!("vmdk extent '{name}' not found")))?;
+                    let path = ctx.resolve(name, "extent").map_err(|e| e.context("vmdk"))?;
                     Some(Arc::new(FileDisk::open(&path).map_err(|e| {
                         e.context(format!("vmdk extent '{name}' ({})", path.display()))
                     })?))
