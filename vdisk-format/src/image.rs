@@ -319,6 +319,9 @@ fn open_format(
         Detected::Qcow { version: 1 } => Err(not_read_yet("legacy qcow (version 1)")),
         Detected::Qcow { .. } => crate::qcow2::open_layer(Arc::clone(file), ctx),
         Detected::Vhd { .. } => crate::vhd::open_layer(Arc::clone(file), ctx),
+        Detected::VmdkSparse | Detected::VmdkDescriptor | Detected::VmdkCowd => {
+            crate::vmdk::open_layer(Arc::clone(file), detected, ctx)
+        }
         other => Err(not_read_yet(other.format().name())),
     }
 }
@@ -328,12 +331,15 @@ fn open_format(
 fn check_file(
     detected: Detected,
     file: &FileDisk,
-    _path: &Path,
-    _opts: &OpenOptions,
+    path: &Path,
+    opts: &OpenOptions,
 ) -> Result<CheckReport> {
     match detected {
         Detected::Raw(_) => Ok(CheckReport::default()),
         Detected::Vhd { .. } => crate::vhd::check::check_file(file),
+        Detected::VmdkSparse | Detected::VmdkDescriptor | Detected::VmdkCowd => {
+            crate::vmdk::check_layer(detected, file, path, opts)
+        }
         other => Err(Error::unsupported(format!(
             "checking {} images is not implemented yet",
             other.format()
@@ -356,7 +362,12 @@ pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
 /// Where the file `name`, named inside the image at `child`, is: relative
 /// to the child's directory, and inside it unless allowed. `what` names
 /// the reference (`backing file`, `extent`) in messages.
-fn resolve_named(child: &Path, name: &str, what: &str, opts: &OpenOptions) -> Result<PathBuf> {
+pub(crate) fn resolve_named(
+    child: &Path,
+    name: &str,
+    what: &str,
+    opts: &OpenOptions,
+) -> Result<PathBuf> {
     let dir = match child.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod qcow2;
 pub mod raw;
 pub mod vhd;
+pub mod vmdk;
 
 #[cfg(feature = "std")]
 mod image;
