@@ -396,14 +396,35 @@ impl ReadAt for Image {
 /// Creates a new image of `format` at `path` holding `size` zero bytes,
 /// writable through the returned handle. Fails if `path` exists.
 ///
-/// Only raw is written yet; other formats are `Unsupported` errors.
+/// Raw and qcow2 are written; other formats are `Unsupported` errors.
 pub fn create(
     path: impl AsRef<Path>,
     format: Format,
     size: u64,
 ) -> Result<Box<dyn WriteAt + Send + Sync>> {
+    create_with(path, format, size, &crate::CreateOptions::new())
+}
+
+/// [`create`] with format options (`-o KEY=VAL`): unknown keys are
+/// `Unsupported` errors naming the key. A qcow2 image with
+/// `compress=on` must be written front to back and flushed (or dropped)
+/// to store its last clusters.
+pub fn create_with(
+    path: impl AsRef<Path>,
+    format: Format,
+    size: u64,
+    opts: &crate::CreateOptions,
+) -> Result<Box<dyn WriteAt + Send + Sync>> {
     match format {
-        Format::Raw => Ok(Box::new(Raw::new(FileDisk::create(path, size)?))),
+        Format::Raw => {
+            opts.only(&[], "raw")?;
+            Ok(Box::new(Raw::new(FileDisk::create(path, size)?)))
+        }
+        Format::Qcow2 => Ok(Box::new(crate::qcow2::write::create_image(
+            path.as_ref(),
+            size,
+            opts,
+        )?)),
         other => Err(Error::unsupported(alloc::format!(
             "writing {other} images: this format is not written yet"
         ))),
