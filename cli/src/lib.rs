@@ -51,16 +51,16 @@ fn run(cli: Cli) -> Result<u8, PathError> {
             backing,
             options,
         } => {
-            if backing.is_some() {
-                return Err(unsupported(
-                    "create --backing",
-                    "copy-on-write images are not written yet",
-                ));
+            let mut create = vdisk_format::CreateOptions::parse(&options)?;
+            if let Some(parent) = &backing {
+                let name = parent.to_str().ok_or_else(|| {
+                    PathError::new(parent, Error::invalid_input("backing path is not UTF-8"))
+                })?;
+                create.set("backing_file", name)?;
             }
-            args::no_options(&options)?;
             let size = size::parse(&size)?;
-            let out =
-                vdisk_format::create(&dst, format, size).map_err(|e| PathError::new(&dst, e))?;
+            let out = vdisk_format::create_with(&dst, format, size, &create)
+                .map_err(|e| PathError::new(&dst, e))?;
             out.flush().map_err(|e| PathError::new(&dst, e))?;
             Ok(0)
         }
@@ -98,7 +98,7 @@ fn unsupported(what: &str, why: &str) -> PathError {
 }
 
 fn convert(args: ConvertArgs) -> Result<(), PathError> {
-    args::no_options(&args.options)?;
+    let create = vdisk_format::CreateOptions::parse(&args.options)?;
     let size = args.size.as_deref().map(size::parse).transpose()?;
     // Ctrl-C stops the copy; the temporary output is removed on the way out.
     let cancel = Arc::new(AtomicBool::new(false));
@@ -122,6 +122,7 @@ fn convert(args: ConvertArgs) -> Result<(), PathError> {
         cancel: Some(&cancel),
         allow_unrecognised: false,
         sync: false,
+        create: Some(&create),
     };
     let result = image_convert::convert(&args.src, &args.dst, &opts, &mut progress);
     if let Some(bar) = bar {
