@@ -82,16 +82,23 @@ fn run(cli: Cli) -> Result<u8, PathError> {
             "subcommand 'check'",
             "container checks are not implemented yet",
         )),
-        Command::Commit { .. } => Err(unsupported("subcommand 'commit'", NO_COW)),
-        Command::Rebase { .. } => Err(unsupported("subcommand 'rebase'", NO_COW)),
+        Command::Commit { overlay } => vdisk_format::qcow2::commit::commit(&overlay)
+            .map(|_| 0)
+            .map_err(|e| PathError::new(&overlay, e)),
+        Command::Rebase { overlay, backing } => {
+            let name = backing.to_str().ok_or_else(|| {
+                PathError::new(&backing, Error::invalid_input("backing path is not UTF-8"))
+            })?;
+            vdisk_format::qcow2::commit::rebase(&overlay, name)
+                .map(|()| 0)
+                .map_err(|e| PathError::new(&overlay, e))
+        }
         Command::Serve { .. } => Err(unsupported(
             "subcommand 'serve'",
             "the NBD server is not implemented yet",
         )),
     }
 }
-
-const NO_COW: &str = "copy-on-write chains are not written yet";
 
 fn unsupported(what: &str, why: &str) -> PathError {
     PathError::from(Error::unsupported(format!("{what}: {why}")))

@@ -195,3 +195,89 @@ fn create_child_with_backing() {
         assert!(!d.join("x.qcow2").exists(), "{args:?}");
     }
 }
+
+/// A parent (qcow2 or raw) and a qcow2 child written by qemu-io, copied
+/// into two directories: one for qemu-img, one for vdisk.
+fn chain(d: &Path, parent_fmt: &str) {
+    for sub in ["q", "v"] {
+        let s = d.join(sub);
+        std::fs::create_dir_all(&s).unwrap();
+        sh(&format!("qemu-img create -q -f {parent_fmt} parent 8M"), &s);
+        sh(
+            &format!(
+                "qemu-io -f {parent_fmt} -c 'write -P 0x11 0 6M' -c 'write -P 0x12 7M 512k' parent >/dev/null"
+            ),
+            &s,
+        );
+        sh("qemu-img create -q -f raw other 8M", &s);
+        sh(
+            "qemu-io -f raw -c 'write -P 0x11 0 2M' -c 'write -P 0x21 3M 1M' other >/dev/null",
+            &s,
+        );
+        sh(
+            &format!(
+                "qemu-img create -q -f qcow2 -o cluster_size=16k -b parent -F {parent_fmt} child 8M"
+            ),
+            &s,
+        );
+        sh(
+            "qemu-io -c 'write -P 0x31 100k 40k' -c 'write -z 1M 64k' -c 'write -P 0x32 5M 1k' -c 'write -P 0x33 7M 16k' child >/dev/null",
+            &s,
+        );
+    }
+}
+
+#[test]
+fn commit_matches_qemu_img() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    for parent_fmt in ["qcow2", "raw"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        chain(d, parent_fmt);
+        let (q, v) = (d.join("q"), d.join("v"));
+        sh("qemu-img commit -q child", &q);
+        ok(&vdisk(&["commit", "child"], &v));
+        if parent_fmt == "qcow2" {
+            sh("qemu-img check -q parent", &v);
+        }
+        sh("qemu-img check -q child", &v);
+        sh(
+            &format!("qemu-img compare -q -f {parent_fmt} -F {parent_fmt} ../q/parent parent"),
+            &v,
+        );
+        sh("qemu-img compare -q ../q/child child", &v);
+        // The child holds nothing any more.
+        let map = sh("qemu-img map --output=json child", &v);
+        let runs: Vec<serde_json::Value> = serde_json::from_str(&map).unwrap();
+        assert!(runs.iter().all(|r| r["depth"] != 0), "{map}");
+    }
+}
+
+#[test]
+fn rebase_matches_qemu_img() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    chain(d, "qcow2");
+    let (q, v) = (d.join("q"), d.join("v"));
+    sh("qemu-img convert -O raw child before.raw", &v);
+    sh("qemu-img rebase -q -b other -F raw child", &q);
+    ok(&vdisk(&["rebase", "child", "--backing", "other"], &v));
+    sh("qemu-img check -q child", &v);
+    let info: serde_json::Value =
+        serde_json::from_str(&sh("qemu-img info --output=json child", &v)).unwrap();
+    assert_eq!(info["backing-filename"], "other");
+    assert_eq!(info["backing-filename-format"], "raw");
+    sh("qemu-img compare -q -f raw -F qcow2 before.raw child", &v);
+    sh("qemu-img compare -q ../q/child child", &v);
+    // No more space than qemu-img's rebase.
+    let (a, b) = (allocated(&v.join("child")), allocated(&q.join("child")));
+    assert!(
+        a <= b + b / 100,
+        "rebase: {a} bytes allocated, qemu-img {b}"
+    );
+}

@@ -8,6 +8,8 @@
 //! encrypted images are refused as `Unsupported`.
 
 #[cfg(feature = "std")]
+pub mod commit;
+#[cfg(feature = "std")]
 pub mod create;
 pub mod header;
 #[cfg(feature = "std")]
