@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
 
-use disk_io::{Error, ErrorKind, ReadAt, WriteAt};
+use disk_io::{Error, ErrorKind, ReadAt};
 use vdisk_format::{CreateOptions, Format, Image};
 
 use crate::copy::{CopyOptions, CopyStats, Side, copy_sectors};
@@ -163,8 +163,9 @@ pub fn convert(
     let temp = TempOutput::new(dst)?;
     let defaults = CreateOptions::new();
     let create = opts.create.unwrap_or(&defaults);
-    let out = vdisk_format::create_with(&temp.path, format, size, create)
+    let output = vdisk_format::create_output(&temp.path, format, size, create)
         .map_err(|e| PathError::new(dst, e))?;
+    let out = &*output.disk;
     let copy_opts = CopyOptions {
         destination_is_zero: true,
         cancel: opts.cancel,
@@ -172,16 +173,17 @@ pub fn convert(
         // the output's own threads); the others take writes in any order.
         threads: if create.sequential() { 1 } else { 0 },
     };
-    let stats = copy_sectors(&image, &*out, &copy_opts, progress).map_err(|e| match e.side {
+    let stats = copy_sectors(&image, out, &copy_opts, progress).map_err(|e| match e.side {
         Side::Source => PathError::new(src, e.error),
         Side::Destination => PathError::new(dst, e.error),
         Side::Neither => PathError::from(e.error),
     })?;
-    // Compressed output holds its last clusters until flushed.
-    if opts.sync || create.sequential() {
+    // Compressed output holds its last clusters until finished.
+    output.finish().map_err(|e| PathError::new(dst, e))?;
+    if opts.sync {
         out.flush().map_err(|e| PathError::new(dst, e))?;
     }
-    drop(out);
+    drop(output);
     temp.commit(opts.sync)?;
     Ok(stats)
 }

@@ -21,6 +21,8 @@ pub use detect::{Detected, PROBE_LEN, RawContent, detect, probe_raw_content};
 pub use format::Format;
 
 #[cfg(feature = "std")]
-pub use image::{BackingFile, Image, ImageInfo, OpenOptions, check, create, create_with};
+pub use image::{
+    BackingFile, Image, ImageInfo, OpenOptions, Output, check, create, create_output, create_with,
+};
 #[cfg(feature = "std")]
 pub use options::CreateOptions;

@@ -134,12 +134,12 @@ fn random_writes(options: &str, size: u64, ops: usize, max_len: u64, seed: u64) 
 
 #[test]
 fn random_writes_v3_64k() {
-    random_writes("", 24 << 20, 300, 300_000, 1);
+    random_writes("", 16 << 20, 150, 300_000, 1);
 }
 
 #[test]
 fn random_writes_v2_64k() {
-    random_writes("compat=0.10", 24 << 20, 300, 300_000, 2);
+    random_writes("compat=0.10", 16 << 20, 120, 300_000, 2);
 }
 
 #[test]
@@ -151,12 +151,12 @@ fn random_writes_512_grows_refcount_table() {
 
 #[test]
 fn random_writes_v2_512() {
-    random_writes("cluster_size=512,compat=0.10", 4 << 20, 200, 50_000, 4);
+    random_writes("cluster_size=512,compat=0.10", 4 << 20, 100, 50_000, 4);
 }
 
 #[test]
 fn random_writes_2m() {
-    random_writes("cluster_size=2M", 16 << 20, 40, 3_000_000, 5);
+    random_writes("cluster_size=2M", 16 << 20, 30, 3_000_000, 5);
 }
 
 #[test]

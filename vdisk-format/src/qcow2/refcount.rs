@@ -5,6 +5,13 @@
 //! gets its refcount before anything points to it, a new refcount block is
 //! complete before the refcount table names it, and a grown refcount table
 //! is complete before the header switches to it.
+//!
+//! That order is what the file sees; with `barriers` on it also holds
+//! across a power loss: clusters are reserved in batches whose refcounts
+//! are synced before any of them is used, new refcount blocks and tables
+//! are synced before anything names them, and clusters are freed only
+//! after the references they lose are synced. Unused reservations are
+//! given back when the image is closed.
 
 use alloc::format;
 use alloc::vec;
@@ -19,6 +26,10 @@ use super::OFFSET_MASK;
 pub(crate) const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 /// Memory the refcount block cache may use.
 const REFBLOCK_CACHE_BYTES: u64 = 4 << 20;
+/// Clusters reserved at once with barriers on, in bytes.
+const RESERVE_BYTES: u64 = 4 << 20;
+/// Deferred frees kept before they are synced and applied.
+const MAX_PENDING: usize = 4096;
 
 /// The refcount structures of an image open for writing.
 pub(crate) struct Refcounts {
@@ -31,6 +42,13 @@ pub(crate) struct Refcounts {
     pub end: u64,
     blocks: Lru<Vec<u16>>,
     max_blocks: usize,
+    /// Sync metadata in dependency order (power-loss safety).
+    barriers: bool,
+    /// With barriers: `reserved_from..end` holds clusters with refcount 1
+    /// that nothing uses yet.
+    reserved_from: u64,
+    /// With barriers: cluster ranges to free once references are synced.
+    pending: Vec<(u64, u64)>,
 }
 
 impl Refcounts {
@@ -71,7 +89,10 @@ impl Refcounts {
             table,
             end,
             blocks: Lru::default(),
-            max_blocks: (REFBLOCK_CACHE_BYTES / cs).max(4) as usize,
+            max_blocks: (REFBLOCK_CACHE_BYTES / cs).clamp(4, 256) as usize,
+            barriers: false,
+            reserved_from: end,
+            pending: Vec::new(),
         }
     }
 
@@ -226,8 +247,80 @@ impl Refcounts {
 
     /// Allocates `n` contiguous clusters at the end of the file.
     pub fn alloc(&mut self, file: &FileDisk, header_at: u64, n: u64) -> Result<u64> {
-        let first = self.prepare(file, header_at, n)?;
-        self.take(file, first, n)
+        let cs = self.cs();
+        if !self.barriers {
+            let first = self.prepare(file, header_at, n)?;
+            return self.take(file, first, n);
+        }
+        if self.end - self.reserved_from >= n * cs {
+            let at = self.reserved_from;
+            self.reserved_from += n * cs;
+            return Ok(at);
+        }
+        self.give_back(file)?;
+        let batch = n.max(RESERVE_BYTES / cs);
+        let first = self.prepare(file, header_at, batch)?;
+        let at = self.take(file, first, batch)?;
+        file.flush()?;
+        self.reserved_from = at + n * cs;
+        Ok(at)
+    }
+
+    /// Frees the unused reserved clusters and trims them off the file.
+    fn give_back(&mut self, file: &FileDisk) -> Result<()> {
+        let cs = self.cs();
+        if self.reserved_from < self.end {
+            let first = self.reserved_from / cs;
+            self.add(file, first, (self.end - self.reserved_from) / cs, -1)?;
+            if file.size() == self.end {
+                file.set_size(self.reserved_from)?;
+            }
+            self.end = self.reserved_from;
+        }
+        self.reserved_from = self.end;
+        Ok(())
+    }
+
+    /// Frees `n` clusters from `first` whose references are gone: at once
+    /// without barriers, after the next sync with them.
+    pub fn free(&mut self, file: &FileDisk, first: u64, n: u64) -> Result<()> {
+        if !self.barriers {
+            let freed = self.add(file, first, n, -1)?;
+            punch(file, self.cs(), &freed);
+            return Ok(());
+        }
+        self.pending.push((first, n));
+        if self.pending.len() >= MAX_PENDING {
+            self.sync(file)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the file, then applies the deferred frees.
+    pub fn sync(&mut self, file: &FileDisk) -> Result<()> {
+        file.flush()?;
+        for (first, n) in core::mem::take(&mut self.pending) {
+            let freed = self.add(file, first, n, -1)?;
+            punch(file, self.cs(), &freed);
+        }
+        Ok(())
+    }
+
+    /// Turns barriers on or off (giving back a reservation first).
+    pub fn set_barriers(&mut self, file: &FileDisk, on: bool) -> Result<()> {
+        self.close(file)?;
+        self.barriers = on;
+        self.reserved_from = self.end;
+        Ok(())
+    }
+
+    /// Applies deferred frees and gives back the reservation (on close).
+    pub fn close(&mut self, file: &FileDisk) -> Result<()> {
+        if self.barriers {
+            self.sync(file)?;
+            self.give_back(file)?;
+        }
+        Ok(())
     }
 
     /// A new refcount block `index` at the end of the file (describing
@@ -249,6 +342,9 @@ impl Refcounts {
         }
         let bytes: Vec<u8> = block.iter().flat_map(|r| r.to_be_bytes()).collect();
         file.write_at(at, &bytes)?;
+        if self.barriers {
+            file.flush()?;
+        }
         file.write_at(self.table_offset + index * 8, &at.to_be_bytes())?;
         if let Some(e) = self.table.get_mut(index as usize) {
             *e = at;
@@ -324,6 +420,9 @@ impl Refcounts {
         let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
         let table_at = start * cs;
         file.write_at(table_at, &bytes)?;
+        if self.barriers {
+            file.flush()?;
+        }
         let ptr: Vec<u8> = table_at
             .to_be_bytes()
             .into_iter()
@@ -334,9 +433,7 @@ impl Refcounts {
         self.table = table;
         self.table_offset = table_at;
         self.end = region_end * cs;
-        let freed = self.add(file, old_at / cs, old_clusters, -1)?;
-        punch(file, cs, &freed);
-        Ok(())
+        self.free(file, old_at / cs, old_clusters)
     }
 }
 
