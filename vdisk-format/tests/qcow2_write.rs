@@ -431,3 +431,40 @@ fn writer_is_shared_between_threads() {
         assert!(chunk.iter().all(|&b| b == (i % 4) as u8 + 1), "chunk {i}");
     }
 }
+
+/// Damaged images opened for writing: errors, never a panic or a hang.
+#[test]
+fn mutated_images_are_errors_not_panics() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "qemu-img create -q -f qcow2 -o cluster_size=4k good.qcow2 2M",
+        d,
+    );
+    sh(
+        "qemu-io -c 'write -P 1 0 100k' -c 'write -z 200k 8k' -c 'write -P 2 1M 12k' good.qcow2 >/dev/null",
+        d,
+    );
+    let good = std::fs::read(d.join("good.qcow2")).unwrap();
+    let mut rng = Rng(77);
+    let path = d.join("bad.qcow2");
+    for _ in 0..150 {
+        let mut bad = good.clone();
+        for _ in 0..1 + rng.below(8) {
+            // Metadata lives in the first clusters: header, refcounts, L1, L2.
+            let at = rng.below(6 * 4096.min(bad.len() as u64)) as usize;
+            bad[at] = rng.next() as u8;
+        }
+        std::fs::write(&path, &bad).unwrap();
+        let Ok(w) = open_path(&path) else { continue };
+        let mut buf = vec![0u8; 10_000];
+        let _ = w.write_at(rng.below((2 << 20) - 5000), &[3; 5000]);
+        let _ = w.write_zeroes(rng.below(1 << 20), 70_000);
+        let _ = w.discard(rng.below(1 << 20), 9000);
+        let _ = w.read_at(rng.below((2 << 20) - 10_000), &mut buf);
+        let _ = w.flush();
+    }
+}

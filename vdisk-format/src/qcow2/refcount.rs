@@ -126,10 +126,11 @@ impl Refcounts {
         };
         let cs = self.cs();
         if self.blocks.get(offset).is_none() {
-            if !offset.is_multiple_of(cs) || offset.saturating_add(cs) > file.size() {
+            if offset < cs || !offset.is_multiple_of(cs) || offset.saturating_add(cs) > file.size()
+            {
                 return Err(Error::corrupt(
                     format!(
-                        "qcow2 refcount block {index} at {offset:#x} is unaligned or past the end of the file"
+                        "qcow2 refcount block {index} at {offset:#x} is unaligned, in the header or past the end of the file"
                     ),
                     self.table_offset + index * 8,
                 ));
@@ -380,15 +381,15 @@ impl Refcounts {
             }
             region_end = start + clusters + new_blocks.len() as u64;
             let max_index = new_blocks.last().copied().unwrap_or(0).max(needed);
+            if clusters * cs > MAX_REFTABLE_BYTES {
+                return Err(Error::unsupported(
+                    "qcow2 image too large: its refcount table would exceed 8 MiB",
+                ));
+            }
             if max_index < clusters * per_cluster {
                 break;
             }
             clusters *= 2;
-        }
-        if clusters * cs > MAX_REFTABLE_BYTES {
-            return Err(Error::unsupported(
-                "qcow2 image too large: its refcount table would exceed 8 MiB",
-            ));
         }
         file.set_size(region_end * cs)?;
         let mut table = self.table.clone();
