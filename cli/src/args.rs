@@ -95,7 +95,8 @@ pub enum Command {
         dst: PathBuf,
         /// Virtual size: bytes, or a K, M, G or T suffix.
         size: String,
-        /// Make a copy-on-write child of this image.
+        /// Make a copy-on-write child of this image (qcow2; stored as
+        /// given, relative to the new image's directory as in qemu-img).
         #[arg(long, value_name = "PARENT")]
         backing: Option<PathBuf>,
         /// Format options, KEY=VAL[,KEY=VAL].
