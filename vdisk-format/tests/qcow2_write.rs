@@ -134,12 +134,12 @@ fn random_writes(options: &str, size: u64, ops: usize, max_len: u64, seed: u64) 
 
 #[test]
 fn random_writes_v3_64k() {
-    random_writes("", 16 << 20, 150, 300_000, 1);
+    random_writes("", 16 << 20, 120, 300_000, 1);
 }
 
 #[test]
 fn random_writes_v2_64k() {
-    random_writes("compat=0.10", 16 << 20, 120, 300_000, 2);
+    random_writes("compat=0.10", 12 << 20, 100, 300_000, 2);
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn random_writes_v2_512() {
 
 #[test]
 fn random_writes_2m() {
-    random_writes("cluster_size=2M", 16 << 20, 30, 3_000_000, 5);
+    random_writes("cluster_size=2M", 16 << 20, 20, 2_500_000, 5);
 }
 
 #[test]

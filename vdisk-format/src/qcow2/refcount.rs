@@ -307,6 +307,11 @@ impl Refcounts {
         Ok(())
     }
 
+    /// True when metadata is synced in dependency order.
+    pub fn barriers(&self) -> bool {
+        self.barriers
+    }
+
     /// Turns barriers on or off (giving back a reservation first).
     pub fn set_barriers(&mut self, file: &FileDisk, on: bool) -> Result<()> {
         self.close(file)?;

@@ -563,6 +563,11 @@ impl Qcow2Writer {
                         }
                         let host = st.rc.alloc(&self.file, HEADER_REFTABLE, 1)?;
                         self.file.write_at(host, &cluster)?;
+                        if st.rc.barriers() {
+                            // The copied old content must be on disk
+                            // before the entry stops pointing to it.
+                            self.file.flush()?;
+                        }
                         self.l2_put(st, l2, c % l2e, &[host | COPIED])?;
                         self.release(st, kind)?;
                         pos += n;
