@@ -189,6 +189,15 @@ fn create_child_with_backing() {
             "nope.qcow2",
         ],
         vec!["create", "-O", "raw", "x.qcow2", "1M", "-o", "compat=1.1"],
+        vec![
+            "convert",
+            "child.qcow2",
+            "x.qcow2",
+            "-O",
+            "qcow2",
+            "-o",
+            "backing_file=parent.qcow2",
+        ],
     ] {
         let out = vdisk(&args, d);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

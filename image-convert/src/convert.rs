@@ -163,6 +163,13 @@ pub fn convert(
     let temp = TempOutput::new(dst)?;
     let defaults = CreateOptions::new();
     let create = opts.create.unwrap_or(&defaults);
+    // The copy skips zeros, which a child would read from its parent.
+    if create.get("backing_file").is_some() {
+        return Err(Error::unsupported(
+            "format option 'backing_file' for convert output (make the child with create --backing)",
+        )
+        .into());
+    }
     let output = vdisk_format::create_output(&temp.path, format, size, create)
         .map_err(|e| PathError::new(dst, e))?;
     let out = &*output.disk;
