@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod args;
+mod check;
 mod info;
 mod size;
 
@@ -66,10 +67,7 @@ fn run(cli: Cli) -> Result<u8, PathError> {
         Command::Ls { .. } => Err(unsupported("subcommand 'ls'", NO_FS_READER)),
         Command::Cat { .. } => Err(unsupported("subcommand 'cat'", NO_FS_READER)),
         Command::Manifest { .. } => Err(unsupported("subcommand 'manifest'", NO_FS_READER)),
-        Command::Check { .. } => Err(unsupported(
-            "subcommand 'check'",
-            "container checks are not implemented yet",
-        )),
+        Command::Check { image, json } => check::run(&image, json),
         Command::Commit { .. } => Err(unsupported("subcommand 'commit'", NO_COW)),
         Command::Rebase { .. } => Err(unsupported("subcommand 'rebase'", NO_COW)),
         Command::Serve { .. } => Err(unsupported(

@@ -320,12 +320,13 @@ fn open_format(
 /// (at `path`, whose neighbours, e.g. VMDK extents, are found under `opts`).
 fn check_file(
     detected: Detected,
-    _file: &FileDisk,
+    file: &FileDisk,
     _path: &Path,
     _opts: &OpenOptions,
 ) -> Result<CheckReport> {
     match detected {
         Detected::Raw(_) => Ok(CheckReport::default()),
+        Detected::Qcow { version: 2 | 3 } => crate::qcow2::check::check(file),
         other => Err(Error::unsupported(format!(
             "checking {} images is not implemented yet",
             other.format()
