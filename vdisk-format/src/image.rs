@@ -312,6 +312,7 @@ fn open_format(
         }),
         Detected::Qcow { version: 1 } => Err(not_read_yet("legacy qcow (version 1)")),
         Detected::Qcow { .. } => crate::qcow2::open_layer(Arc::clone(file), ctx),
+        Detected::Vdi => crate::vdi::open_layer(Arc::clone(file), ctx),
         other => Err(not_read_yet(other.format().name())),
     }
 }
@@ -327,6 +328,7 @@ fn check_file(
     match detected {
         Detected::Raw(_) => Ok(CheckReport::default()),
         Detected::Qcow { version: 2 | 3 } => crate::qcow2::check::check(file),
+        Detected::Vdi => crate::vdi::check(file),
         other => Err(Error::unsupported(format!(
             "checking {} images is not implemented yet",
             other.format()
