@@ -28,10 +28,11 @@ pub fn detect_and_read(data: &[u8]) {
     }
 }
 
-/// Opens `data` as a qcow2 image and reads it: the first MiB, the last
-/// bytes, a few offsets between, and the first runs of the allocation
-/// map. Must never panic, loop without end, or allocate without bound.
+/// Checks `data` as a qcow2 image, opens it and reads it: the first MiB,
+/// the last bytes, a few offsets between, and the first runs of the
+/// allocation map. Must never panic, loop without end, or allocate without bound.
 pub fn qcow2_read(data: &[u8]) {
+    let _ = crate::qcow2::check::check(data);
     let Ok(image) = crate::qcow2::Qcow2::open(data) else {
         return;
     };

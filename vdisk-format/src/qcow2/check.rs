@@ -586,9 +586,13 @@ impl<D: ReadAt + ?Sized> Walker<'_, D> {
                     }
                 }
             }
-            pos = pos
-                .saturating_add(24 + extra as usize + usize::from(name_len))
-                .next_multiple_of(8);
+            let next = pos
+                .checked_add(24 + extra as usize + usize::from(name_len))
+                .and_then(|p| p.checked_next_multiple_of(8));
+            let Some(next) = next else {
+                return;
+            };
+            pos = next;
         }
     }
 
