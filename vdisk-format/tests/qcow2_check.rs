@@ -144,8 +144,18 @@ fn qemu_made_images_are_clean() {
 /// Damages a copy of a written image with `damage` and compares our
 /// counts with qemu-img's; returns our report.
 fn damaged(dir: &Path, name: &str, damage: impl FnOnce(&mut Vec<u8>)) -> CheckReport {
+    damaged_from(dir, "base.qcow2", name, damage)
+}
+
+/// [`damaged`] on a copy of `base`.
+fn damaged_from(
+    dir: &Path,
+    base: &str,
+    name: &str,
+    damage: impl FnOnce(&mut Vec<u8>),
+) -> CheckReport {
     let path = dir.join(name);
-    let mut bytes = std::fs::read(dir.join("base.qcow2")).unwrap();
+    let mut bytes = std::fs::read(dir.join(base)).unwrap();
     damage(&mut bytes);
     std::fs::write(&path, bytes).unwrap();
     let report = ours(&path);
@@ -229,6 +239,56 @@ fn damage_is_counted_as_qemu_img_counts_it() {
         b[at..at + 8].copy_from_slice(&other.to_be_bytes());
     });
     assert!(r.errors >= 1 && r.leaks >= 1, "{r:?}");
+}
+
+/// The host cluster the first L2 entry of the first L2 table points to
+/// (compressed or not).
+fn first_host_cluster(b: &[u8]) -> u64 {
+    let bits = layout(b).cluster_bits;
+    let entry = be64(b, first_l2_entry(b));
+    let host = if entry & (1 << 62) != 0 {
+        entry & ((1u64 << (62 - (bits - 8))) - 1)
+    } else {
+        entry & 0x00ff_ffff_ffff_fe00
+    };
+    host >> bits
+}
+
+#[test]
+fn shared_and_compressed_clusters_are_counted_as_qemu_img_counts_them() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "set -e
+        qemu-img create -q -f qcow2 snap.qcow2 8M
+        qemu-io -f qcow2 -c 'write -P 1 0 256k' snap.qcow2 >/dev/null
+        qemu-img snapshot -c one snap.qcow2
+        qemu-img create -q -f raw src.raw 1M
+        qemu-io -f raw -c 'write -P 5 0 512k' src.raw >/dev/null
+        qemu-img convert -c -O qcow2 -o cluster_size=4k src.raw comp.qcow2",
+        d,
+    );
+    for base in ["snap.qcow2", "comp.qcow2"] {
+        for delta in [-1, 1] {
+            let name = format!("{delta}-{base}");
+            let r = damaged_from(d, base, &name, |b| {
+                let cluster = first_host_cluster(b);
+                add_refcount(b, cluster, delta);
+            });
+            assert!(!r.is_clean(), "{name}: {r:?}");
+        }
+        // The copied flag set where the refcount is not 1 (snapshot), or
+        // on a compressed cluster.
+        let name = format!("copied-{base}");
+        let r = damaged_from(d, base, &name, |b| {
+            let at = first_l2_entry(b) as usize;
+            b[at] |= 0x80;
+        });
+        assert!(r.errors >= 1, "{name}: {r:?}");
+    }
 }
 
 #[test]
