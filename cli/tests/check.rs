@@ -111,3 +111,35 @@ fn raw_images_are_clean() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "No errors were found on the image.\n");
 }
+
+#[test]
+fn vdi_block_map_errors() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "qemu-img create -q -f vdi a.vdi 4M && qemu-io -f vdi -c 'write -P 1 0 1M' a.vdi >/dev/null",
+        d,
+    );
+    let path = d.join("a.vdi");
+    let p = path.to_str().unwrap();
+    assert_eq!(vdisk(&["check", p]).status.code(), Some(0));
+    // Block map entry 0 (at offset 0x200) pointed beyond the data area.
+    let mut b = std::fs::read(&path).unwrap();
+    b[0x200..0x204].copy_from_slice(&1000u32.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    let out = vdisk(&["check", "--json", p]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["errors"], 2, "{v}");
+    assert_eq!(v["leaks"], 0, "{v}");
+    assert!(
+        v["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("block index too large"),
+        "{v}"
+    );
+}
