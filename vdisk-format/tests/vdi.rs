@@ -171,12 +171,16 @@ fn differencing_image_reads_over_its_parent() {
          qemu-img create -q -f vdi child.vdi 8M
          qemu-io -f vdi -c 'write -P 9 1M 1M' -c 'write -P 8 6M 100k' child.vdi >/dev/null
          qemu-img convert -O raw parent.vdi parent.raw
-         qemu-img convert -O raw child.vdi child.raw",
+         qemu-img convert -O raw child.vdi child.raw
+         mkfifo a-fifo.vdi
+         mkdir dir.vdi",
         d,
     );
     let parent = std::fs::read(d.join("parent.vdi")).unwrap();
     let mut child = std::fs::read(d.join("child.vdi")).unwrap();
     make_differencing(&mut child, &parent);
+    // The parent search skips what is not a regular file (a FIFO would
+    // block) and VDIs with another identity (other.vdi).
     // Block 2 (data in the parent) marked as a zero block in the child.
     set_map_entry(&mut child, 2, 0xffff_fffe);
     std::fs::write(d.join("child.vdi"), &child).unwrap();

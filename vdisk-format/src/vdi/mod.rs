@@ -251,6 +251,13 @@ fn open_parent(header: &Header, ctx: &mut crate::image::OpenContext<'_>) -> Resu
         if Some(entry.file_name().as_os_str()) == child.file_name() {
             continue;
         }
+        // Regular files only (opening a FIFO would block), big enough to
+        // hold a header.
+        let regular = std::fs::metadata(entry.path())
+            .is_ok_and(|m| m.is_file() && m.len() >= header::HEADER_LEN as u64);
+        if !regular {
+            continue;
+        }
         let mut head = [0u8; header::HEADER_LEN];
         let read = std::fs::File::open(entry.path()).and_then(|mut f| f.read_exact(&mut head));
         if read.is_err()
