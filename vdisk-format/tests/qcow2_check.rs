@@ -268,9 +268,16 @@ fn shared_and_compressed_clusters_are_counted_as_qemu_img_counts_them() {
         qemu-img snapshot -c one snap.qcow2
         qemu-img create -q -f raw src.raw 1M
         qemu-io -f raw -c 'write -P 5 0 512k' src.raw >/dev/null
-        qemu-img convert -c -O qcow2 -o cluster_size=4k src.raw comp.qcow2",
+        qemu-img convert -c -O qcow2 -o cluster_size=4k src.raw comp.qcow2
+        qemu-img create -q -f qcow2 -o lazy_refcounts=on dirty.qcow2 8M
+        (qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -P 2 4M 64k' -c abort dirty.qcow2 >/dev/null 2>&1 || true)",
         d,
     );
+    // Lazy refcounts and a crash (the dirty bit set): the refcounts were
+    // never written, every data cluster is an error, twice (refcount and
+    // COPIED flag), as qemu-img counts them (34 with qemu 10.0).
+    let r = damaged_from(d, "dirty.qcow2", "dirty-copy.qcow2", |_| {});
+    assert!(r.errors >= 17, "{r:?}");
     for base in ["snap.qcow2", "comp.qcow2"] {
         for delta in [-1, 1] {
             let name = format!("{delta}-{base}");
