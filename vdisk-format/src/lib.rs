@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod qcow2;
 pub mod raw;
 pub mod vdi;
+pub mod vhd;
 
 #[cfg(feature = "std")]
 mod image;
