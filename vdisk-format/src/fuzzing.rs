@@ -84,6 +84,18 @@ pub fn vdi_read(data: &[u8]) {
     let size = image.size();
     let mut buf = alloc::vec![0u8; 1 << 16];
     for offset in [0, 1 << 16, size / 3, size / 2, size.saturating_sub(1 << 16)] {
+        let n = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
+        if let Some(b) = buf.get_mut(..n) {
+            let _ = image.read_at(offset, b);
+        }
+    }
+    for run in extents(&image, 0, size).take(64) {
+        if run.is_err() {
+            return;
+        }
+    }
+}
+
 /// Opens `data` as a VHD image, damaged checksums allowed so the fuzzer
 /// reaches what lies behind them (a differencing disk over a small blank
 /// parent), and reads it: a few offsets, the allocation map's first runs,
@@ -111,9 +123,6 @@ pub fn vhd_read(data: &[u8]) {
     }
     for run in extents(&image, 0, size).take(64) {
         if run.is_err() {
-            return;
-        }
-    }
             break;
         }
     }
