@@ -327,3 +327,50 @@ fn fuzz_corpus_replays() {
         vdisk_format::fuzzing::vdi_read,
     );
 }
+
+/// Rewrites the qemu-made version 1.1 VDI `v1` as a version 0 image
+/// (VirtualBox's packed `VDIHEADER0`): the same pre-header text and
+/// signature with version 0.0, then type, flags, comment, legacy geometry,
+/// disk size, block size, blocks, blocks allocated and the three UUIDs at
+/// 0x48..0x1a4; the block map at 0x1a4 and the data right after it.
+fn to_v0(v1: &[u8]) -> Vec<u8> {
+    let blocks = le32(v1, 0x180) as usize;
+    let (bmap, data) = (le32(v1, 0x154) as usize, le32(v1, 0x158) as usize);
+    let mut out = vec![0u8; 0x1a4];
+    out[..0x44].copy_from_slice(&v1[..0x44]);
+    for (to, from, len) in [
+        (0x48, 0x4c, 4 + 4 + 256), // type, flags, comment
+        (0x150, 0x15c, 16),        // legacy geometry
+        (0x160, 0x170, 8 + 4),     // disk size, block size
+        (0x16c, 0x180, 4 + 4),     // blocks, allocated
+        (0x174, 0x188, 48),        // uuid_create, uuid_modify, uuid_link
+    ] {
+        out[to..to + len].copy_from_slice(&v1[from..from + len]);
+    }
+    out.extend_from_slice(&v1[bmap..bmap + 4 * blocks]);
+    out.extend_from_slice(&v1[data..]);
+    out
+}
+
+#[test]
+fn version_0_header_reads_like_its_version_1_twin() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "qemu-img create -q -f vdi v1.vdi 8M && qemu-io -f vdi -c 'write -P 1 0 5k' -c 'write -P 2 3M 1M' -c 'write -P 3 7M 100k' v1.vdi >/dev/null",
+        d,
+    );
+    let v1 = std::fs::read(d.join("v1.vdi")).unwrap();
+    std::fs::write(d.join("v0.vdi"), to_v0(&v1)).unwrap();
+    let old = Image::open(d.join("v0.vdi")).unwrap();
+    let new = Image::open(d.join("v1.vdi")).unwrap();
+    assert_eq!(old.size(), new.size());
+    assert!(read_all(&old) == read_all(&new));
+    assert_eq!(our_map(&old), our_map(&new));
+    assert_eq!(old.info().unwrap().subformat.as_deref(), Some("dynamic"));
+    let report = vdisk_format::check(d.join("v0.vdi")).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}

@@ -132,8 +132,9 @@ impl BlockMap {
         }
         if allocated != u64::from(header.blocks_allocated) {
             report.error(format!(
-                "ERROR: allocated blocks mismatch, is {allocated}, should be {} (header at offset 0x184)",
-                header.blocks_allocated
+                "ERROR: allocated blocks mismatch, is {allocated}, should be {} (header at offset {:#x})",
+                header.blocks_allocated,
+                header.blocks_allocated_offset()
             ));
         }
     }

@@ -1,5 +1,5 @@
-//! VirtualBox VDI, header version 1.1: dynamic, static and differencing
-//! images, read through the block map.
+//! VirtualBox VDI, header versions 1.1 and 0: dynamic, static and
+//! differencing images, read through the block map.
 //!
 //! A differencing image names its parent by UUID only (`uuid_link`, the
 //! parent's `uuid_create`); [`Vdi::with_parent`] takes the parent disk
@@ -56,7 +56,7 @@ impl<D: ReadAt> Vdi<D> {
                     "vdi differencing image (parent {}): open it with its parent",
                     header.uuid_link
                 ))
-                .at(header::uuid_at::LINK as u64));
+                .at(header.link_offset()));
             }
             (ImageType::Dynamic | ImageType::Static, Some(_)) => {
                 return Err(Error::invalid_input(
@@ -234,7 +234,7 @@ fn open_parent(header: &Header, ctx: &mut crate::image::OpenContext<'_>) -> Resu
     if link.is_nil() {
         return Err(Error::corrupt(
             "vdi differencing image without a parent UUID (uuid_link is nil)",
-            header::uuid_at::LINK as u64,
+            header.link_offset(),
         ));
     }
     let child = ctx.path().to_path_buf();
@@ -260,14 +260,13 @@ fn open_parent(header: &Header, ctx: &mut crate::image::OpenContext<'_>) -> Resu
         }
         let mut head = [0u8; header::HEADER_LEN];
         let read = std::fs::File::open(entry.path()).and_then(|mut f| f.read_exact(&mut head));
-        if read.is_err()
-            || disk_io::bytes::le_u32(&head, header::SIGNATURE_OFFSET as usize)
-                != Some(header::SIGNATURE)
-        {
+        if read.is_err() {
             continue;
         }
-        if Uuid::at(&head, header::uuid_at::CREATE) == link {
-            names.push((name, Uuid::at(&head, header::uuid_at::MODIFY)));
+        if let Some((create, modify)) = header::identity(&head) {
+            if create == link {
+                names.push((name, modify));
+            }
         }
     }
     names.sort_by(|a, b| a.0.cmp(&b.0));
@@ -276,7 +275,7 @@ fn open_parent(header: &Header, ctx: &mut crate::image::OpenContext<'_>) -> Resu
             "vdi differencing image: no VDI file in {} has the parent UUID {link}",
             dir.display()
         ))
-        .at(header::uuid_at::LINK as u64));
+        .at(header.link_offset()));
     };
     let path = ctx.resolve(&name, "vdi parent image")?;
     if !header.uuid_parent_modify.is_nil() && header.uuid_parent_modify != modify {
@@ -286,7 +285,7 @@ fn open_parent(header: &Header, ctx: &mut crate::image::OpenContext<'_>) -> Resu
                     "vdi parent {name} was modified after this differencing image was made: its uuid_modify is {modify}, the child recorded {}",
                     header.uuid_parent_modify
                 ),
-                header::uuid_at::PARENT_MODIFY as u64,
+                header.parent_modify_offset(),
             ),
         )?;
     }
