@@ -463,6 +463,17 @@ fn parent_identity_and_path_are_checked() {
     );
     let err = open_err("dotdot.vhd");
     assert!(err.contains("outside the image's directory"), "{err}");
+    let outside = OpenOptions {
+        allow_outside: true,
+        ..Default::default()
+    };
+    // (The copy outside has the unique id; give it the time stamp too.)
+    sh("touch -r img/base.vhd other/base.vhd", d);
+    let image = Image::open_with(img.join("dotdot.vhd"), &outside).unwrap();
+    assert_eq!(
+        image.info().unwrap().backing_chain[0].path,
+        "../other/base.vhd"
+    );
     let url = format!("file://{}", d.join("other/base.vhd").display());
     make("macx.vhd", "base.vhd", Some(Locator::MacX(&url)), false);
     let err = open_err("macx.vhd");
