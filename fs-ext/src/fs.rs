@@ -24,7 +24,7 @@ use crate::xattr::{self, Value, Xattr};
 pub type Visitor<'a> = dyn FnMut(&[u8], &DirEntry, &Inode) -> Result<()> + 'a;
 
 /// Most live entries accepted in one directory.
-pub const MAX_DIR_ENTRIES: usize = 1 << 22;
+pub const MAX_DIR_ENTRIES: usize = 1 << 20;
 /// Longest symlink target read (PATH_MAX).
 pub const MAX_SYMLINK: u64 = 4096;
 /// Largest xattr value read from an `ea_inode`.
@@ -790,6 +790,7 @@ impl<D: ReadAt> ExtFs<D> {
             self.check_htree(inode, blocks)?;
         }
         let seed = checksum::inode_seed(self.sb.csum_seed, inode.ino, inode.generation);
+        let mut dir_blocks = BTreeSet::new();
         let mut lb = 0u64;
         while lb < blocks {
             let run = self.map(inode, lb, blocks - lb)?;
@@ -799,8 +800,20 @@ impl<D: ReadAt> ExtFs<D> {
             };
             for i in 0..run.len {
                 let block = p + i;
-                let data = self.read_block(block)?;
                 let offset = block * self.bs();
+                // A block listed twice would let a small image pose as a
+                // huge directory: each block is read once.
+                if !dir_blocks.insert(block) {
+                    return Err(Error::corrupt(
+                        format!(
+                            "inode {}: directory block {} maps to block {block}, already used by this directory",
+                            inode.ino,
+                            lb + i
+                        ),
+                        offset,
+                    ));
+                }
+                let data = self.read_block(block)?;
                 let first_len = disk_io::bytes::le_u16(&data, 4).unwrap_or(0);
                 let spanning_empty = disk_io::bytes::le_u32(&data, 0) == Some(0)
                     && (usize::from(first_len) == bs || (bs >= 65536 && first_len == 0));
