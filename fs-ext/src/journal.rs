@@ -38,6 +38,9 @@ const SUPPORTED_INCOMPAT: u32 = INCOMPAT_REVOKE
     | INCOMPAT_CSUM_V3
     | INCOMPAT_FAST_COMMIT;
 
+/// Longest log scanned, in blocks (mke2fs's largest journal).
+pub const MAX_JOURNAL_BLOCKS: u64 = 10_240_000;
+
 const TAG_ESCAPE: u32 = 0x1;
 const TAG_SAME_UUID: u32 = 0x2;
 const TAG_LAST: u32 = 0x8;
@@ -132,7 +135,12 @@ pub fn scan(
     } else {
         0
     };
-    let last = maxlen.min(blocks).saturating_sub(fc_blocks);
+    // mke2fs makes journals of at most 10,240,000 blocks (plus the fast
+    // commit area): a longer log is not one to trust with a scan.
+    let last = maxlen
+        .min(blocks)
+        .min(MAX_JOURNAL_BLOCKS + fc_blocks)
+        .saturating_sub(fc_blocks);
     if first == 0 || first >= last || start < first || start >= last {
         return Err(Error::corrupt(
             format!("journal superblock first {first} start {start} length {maxlen}"),
@@ -157,7 +165,9 @@ pub fn scan(
     let mut committed: Vec<(u32, Vec<Tag>)> = Vec::new();
     let mut revokes: BTreeMap<u64, u32> = BTreeMap::new();
     let mut tags: Vec<Tag> = Vec::new();
-    let mut pending_revokes: Vec<u64> = Vec::new();
+    // A set: a revoke block repeated in a hostile log adds nothing new.
+    let mut pending_revokes: alloc::collections::BTreeSet<u64> =
+        alloc::collections::BTreeSet::new();
     let mut block = start;
     // Each log block is visited at most once: the log cannot be longer
     // than the journal.
@@ -246,7 +256,7 @@ pub fn scan(
                 }
                 replay.transactions += 1;
                 committed.push((seq, core::mem::take(&mut tags)));
-                for b in pending_revokes.drain(..) {
+                for b in core::mem::take(&mut pending_revokes) {
                     let e = revokes.entry(b).or_insert(seq);
                     if seq_after(seq, *e) {
                         *e = seq;
@@ -272,7 +282,7 @@ pub fn scan(
                     } else {
                         u64::from(be_u32(&data, pos).unwrap_or(0))
                     };
-                    pending_revokes.push(b);
+                    pending_revokes.insert(b);
                     pos += rec;
                 }
             }
