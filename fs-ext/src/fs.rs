@@ -29,8 +29,9 @@ pub const MAX_DIR_ENTRIES: usize = 1 << 20;
 pub const MAX_SYMLINK: u64 = 4096;
 /// Largest xattr value read from an `ea_inode`.
 pub const MAX_XATTR_VALUE: u64 = 1 << 20;
-/// Most groups accepted.
-pub const MAX_GROUPS: u64 = 1 << 24;
+/// Most groups accepted (2^21: 256 TiB with 4 KiB blocks), so the
+/// descriptor table and the used-block bookkeeping stay under ~100 MiB.
+pub const MAX_GROUPS: u64 = 1 << 21;
 /// Most mismatches remembered when checksums are not enforced.
 pub const MAX_MISMATCHES: usize = 1000;
 /// Most blocks in the metadata cache.
