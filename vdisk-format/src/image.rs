@@ -312,6 +312,7 @@ fn open_format(
         }),
         Detected::Qcow { version: 1 } => Err(not_read_yet("legacy qcow (version 1)")),
         Detected::Qcow { .. } => crate::qcow2::open_layer(Arc::clone(file), ctx),
+        Detected::Vhdx => crate::vhdx::open_layer(Arc::clone(file), ctx),
         other => Err(not_read_yet(other.format().name())),
     }
 }
@@ -320,12 +321,13 @@ fn open_format(
 /// (at `path`, whose neighbours, e.g. VMDK extents, are found under `opts`).
 fn check_file(
     detected: Detected,
-    _file: &FileDisk,
+    file: &FileDisk,
     _path: &Path,
     _opts: &OpenOptions,
 ) -> Result<CheckReport> {
     match detected {
         Detected::Raw(_) => Ok(CheckReport::default()),
+        Detected::Vhdx => crate::vhdx::check(file),
         other => Err(Error::unsupported(format!(
             "checking {} images is not implemented yet",
             other.format()
