@@ -53,11 +53,11 @@ pub fn qcow2_read(data: &[u8]) {
 /// Largest file a sparse fuzz input may describe.
 const SPARSE_MAX: u64 = 64 << 20;
 
-/// A file described by a fuzz input as pieces: each a little-endian u32
-/// offset in 4 KiB units, a u16 length, then that many bytes; what no
-/// piece covers reads as zeros. VHDX puts its structures megabytes apart,
-/// so this keeps seeds small. The file is as long as its last piece, at
-/// most 64 MiB.
+/// A file described by a fuzz input: a little-endian u32 file size in
+/// 4 KiB units (at most 64 MiB), then pieces, each a u32 offset in 4 KiB
+/// units, a u16 length and that many bytes; what no piece covers reads as
+/// zeros. VHDX puts its structures megabytes apart, so this keeps seeds
+/// small (`fuzz/make-vhdx-seeds.sh` writes them).
 pub struct SparseFile<'a> {
     size: u64,
     pieces: alloc::vec::Vec<(u64, &'a [u8])>,
@@ -65,9 +65,12 @@ pub struct SparseFile<'a> {
 
 impl<'a> SparseFile<'a> {
     /// Decodes `data`; a trailing partial piece is ignored.
-    pub fn new(mut data: &'a [u8]) -> Self {
+    pub fn new(data: &'a [u8]) -> Self {
+        let size = disk_io::bytes::le_u32(data, 0)
+            .map_or(0, |s| u64::from(s) * 4096)
+            .min(SPARSE_MAX);
+        let mut data = data.get(4..).unwrap_or(&[]);
         let mut pieces = alloc::vec::Vec::new();
-        let mut size = 0u64;
         while let (Some(at), Some(len)) = (
             disk_io::bytes::le_u32(data, 0),
             disk_io::bytes::le_u16(data, 4),
@@ -77,11 +80,6 @@ impl<'a> SparseFile<'a> {
                 break;
             };
             data = data.get(6 + usize::from(len)..).unwrap_or(&[]);
-            let end = start + u64::from(len);
-            if end > SPARSE_MAX {
-                continue;
-            }
-            size = size.max(end);
             pieces.push((start, bytes));
         }
         SparseFile { size, pieces }

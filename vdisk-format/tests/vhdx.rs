@@ -400,4 +400,248 @@ fn vhdx_corpus_replays() {
         5,
         vdisk_format::fuzzing::vhdx_read,
     );
+    // The seeds decode to the files they were made from.
+    let seed = |name: &str| {
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/seeds/vhdx")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let data = seed("data");
+    let v = Vhdx::open(vdisk_format::fuzzing::SparseFile::new(&data)).unwrap();
+    let mut buf = [0u8; 1024];
+    v.read_at(3 << 20, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 2));
+    let dirty = seed("dirty");
+    let v = Vhdx::open(vdisk_format::fuzzing::SparseFile::new(&dirty)).unwrap();
+    assert!(v.replay().unwrap().entries > 0);
+    v.read_at(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 5));
+}
+
+/// Finds metadata item `guid` (as stored) in the metadata region at
+/// `meta`: (offset of its table entry, offset of its data).
+fn metadata_item(f: &std::fs::File, meta: u64, guid: &[u8; 16]) -> Option<(u64, u64)> {
+    use std::os::unix::fs::FileExt;
+    let mut table = vec![0u8; 64 << 10];
+    f.read_exact_at(&mut table, meta).unwrap();
+    let count = u16::from_le_bytes([table[10], table[11]]) as usize;
+    (0..count).map(|i| 32 + 32 * i).find_map(|e| {
+        (&table[e..e + 16] == guid).then(|| {
+            let off = u32::from_le_bytes(table[e + 16..e + 20].try_into().unwrap());
+            (meta + e as u64, meta + u64::from(off))
+        })
+    })
+}
+
+/// A parent locator item: the VHDX locator type and its key/value pairs.
+fn locator(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let utf16 = |s: &str| {
+        s.encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect::<Vec<u8>>()
+    };
+    let mut head = vec![
+        0xb7, 0xef, 0x4a, 0xb0, 0x9e, 0xd1, 0x81, 0x4a, 0xb7, 0x89, 0x25, 0xb8, 0xe9, 0x44, 0x59,
+        0x13, 0, 0,
+    ];
+    head.extend_from_slice(&(pairs.len() as u16).to_le_bytes());
+    let mut strings = Vec::new();
+    let base = 20 + 12 * pairs.len();
+    for (k, v) in pairs {
+        let (k, v) = (utf16(k), utf16(v));
+        let ko = base + strings.len();
+        strings.extend_from_slice(&k);
+        let vo = base + strings.len();
+        strings.extend_from_slice(&v);
+        head.extend_from_slice(&(ko as u32).to_le_bytes());
+        head.extend_from_slice(&(vo as u32).to_le_bytes());
+        head.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        head.extend_from_slice(&(v.len() as u16).to_le_bytes());
+    }
+    head.extend_from_slice(&strings);
+    head
+}
+
+/// Turns the qemu-made dynamic file `child` (1 MiB blocks, made with
+/// block_state_zero=off so unwritten blocks are NOT_PRESENT) into a
+/// differencing file on `parent.vhdx` as the specification lays one out:
+/// HasParent set, a parent locator item, block 2 PARTIALLY_PRESENT with a
+/// sector bitmap block (sectors 0..16, 100 and 1024..2048 in this file),
+/// block 4 ZERO. qemu cannot make differencing VHDX files.
+fn make_differencing(dir: &Path, child: &str, linkage: &str) {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(child);
+    let v = Vhdx::open(FileDisk::open(&path).unwrap()).unwrap();
+    let meta = v
+        .regions()
+        .find(vdisk_format::vhdx::region_table::METADATA_GUID, "metadata")
+        .unwrap()
+        .file_offset;
+    let bat = v
+        .regions()
+        .find(vdisk_format::vhdx::region_table::BAT_GUID, "BAT")
+        .unwrap()
+        .file_offset;
+    let chunk_ratio = v.geometry().chunk_ratio;
+    drop(v);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // File parameters: HasParent.
+    let fp = [
+        0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d, 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7,
+        0x6b,
+    ];
+    let (_, fp_at) = metadata_item(&f, meta, &fp).unwrap();
+    let mut flags = [0u8; 4];
+    f.read_exact_at(&mut flags, fp_at + 4).unwrap();
+    flags[0] |= 2;
+    f.write_all_at(&flags, fp_at + 4).unwrap();
+    // Parent locator: a new table entry, the item 128 KiB into the region.
+    let item = locator(&[
+        ("parent_linkage", linkage),
+        ("relative_path", ".\\parent.vhdx"),
+        ("absolute_win32_path", "C:\\elsewhere\\parent.vhdx"),
+    ]);
+    let mut count = [0u8; 2];
+    f.read_exact_at(&mut count, meta + 10).unwrap();
+    let n = u16::from_le_bytes(count);
+    let mut entry = vec![
+        0x2d, 0x5f, 0xd3, 0xa8, 0x0b, 0xb3, 0x4d, 0x45, 0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab,
+        0x0c,
+    ];
+    entry.extend_from_slice(&(128u32 << 10).to_le_bytes());
+    entry.extend_from_slice(&(item.len() as u32).to_le_bytes());
+    entry.extend_from_slice(&4u32.to_le_bytes()); // IsRequired
+    entry.extend_from_slice(&0u32.to_le_bytes());
+    f.write_all_at(&entry, meta + 32 + 32 * u64::from(n))
+        .unwrap();
+    f.write_all_at(&(n + 1).to_le_bytes(), meta + 10).unwrap();
+    f.write_all_at(&item, meta + (128 << 10)).unwrap();
+    // Sector bitmap block of chunk 0 at the end of the file.
+    let sb_at = f.metadata().unwrap().len().div_ceil(1 << 20) << 20;
+    let mut bits = vec![0u8; 1 << 20];
+    let b2 = 2 * 256; // block 2: 2048 sectors per 1 MiB block, 8 per byte
+    bits[b2] = 0xff;
+    bits[b2 + 1] = 0xff;
+    bits[b2 + 100 / 8] |= 1 << (100 % 8);
+    bits[b2 + 128..b2 + 256].fill(0xff);
+    f.write_all_at(&bits, sb_at).unwrap();
+    f.write_all_at(&(sb_at | 6).to_le_bytes(), bat + chunk_ratio * 8)
+        .unwrap();
+    // Block 2 partially present, block 4 zero.
+    let mut e2 = [0u8; 8];
+    f.read_exact_at(&mut e2, bat + 2 * 8).unwrap();
+    let e2 = u64::from_le_bytes(e2);
+    assert_eq!(e2 & 7, 6, "block 2 was written in full");
+    f.write_all_at(&(e2 | 7).to_le_bytes(), bat + 2 * 8)
+        .unwrap();
+    f.write_all_at(&2u64.to_le_bytes(), bat + 4 * 8).unwrap();
+}
+
+#[test]
+fn differencing_file_reads_through_its_parent() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "qemu-img create -q -f vhdx -o block_size=1M parent.vhdx 8M && qemu-io -f vhdx -c 'write -P 0xa0 0 8M' parent.vhdx >/dev/null",
+        d,
+    );
+    sh(
+        "qemu-img create -q -f vhdx -o block_size=1M,block_state_zero=off child.vhdx 8M && qemu-io -f vhdx -c 'write -P 0xc1 1M 1M' -c 'write -P 0xc2 2M 1M' -c 'write -P 0xc5 5M 4k' child.vhdx >/dev/null",
+        d,
+    );
+    sh(
+        "qemu-img convert -O raw parent.vhdx parent.raw && qemu-img convert -O raw child.vhdx child.raw",
+        d,
+    );
+    let parent = std::fs::read(d.join("parent.raw")).unwrap();
+    let child = std::fs::read(d.join("child.raw")).unwrap();
+    sh("cp child.vhdx bad-link.vhdx", d);
+    let linkage = Vhdx::open(FileDisk::open(d.join("parent.vhdx")).unwrap())
+        .unwrap()
+        .header()
+        .data_write_guid
+        .to_string()
+        .to_uppercase();
+    make_differencing(d, "child.vhdx", &linkage);
+
+    // What the child holds: blocks 1 and 5 in full, block 2 where its
+    // sector bitmap says so, zeros for block 4, the parent elsewhere.
+    let mut expected = parent.clone();
+    let sector = |s: usize| s * 512..(s + 1) * 512;
+    for b in [1usize, 5] {
+        expected[b << 20..(b + 1) << 20].copy_from_slice(&child[b << 20..(b + 1) << 20]);
+    }
+    for s in (0..16).chain([100]).chain(1024..2048) {
+        let r = sector(2 * 2048 + s);
+        expected[r.clone()].copy_from_slice(&child[r]);
+    }
+    expected[4 << 20..5 << 20].fill(0);
+
+    let path = d.join("child.vhdx");
+    let err = Vhdx::open(FileDisk::open(&path).unwrap()).err().unwrap();
+    assert_eq!(err.kind(), disk_io::ErrorKind::InvalidInput);
+    let image = Image::open(&path).unwrap();
+    let info = image.info().unwrap();
+    assert_eq!(info.subformat.as_deref(), Some("differencing"));
+    assert_eq!(info.backing_chain.len(), 1);
+    assert_eq!(info.backing_chain[0].path, "./parent.vhdx");
+    assert_eq!(info.backing_chain[0].format, Format::Vhdx);
+    assert!(image.warnings().is_empty(), "{:?}", image.warnings());
+    let ours = read_all(&image);
+    assert!(
+        ours == expected,
+        "differencing read differs from the spec's rules"
+    );
+
+    // The map: this file's sectors at layer 0, the parent's at layer 1.
+    let runs: Vec<_> = extents(&image, 0, u64::MAX)
+        .map(|e| e.map(|e| (e.offset, e.length, e.state, e.layer)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mb = 1u64 << 20;
+    let s = |n: u64| 2 * mb + n * 512;
+    assert_eq!(
+        runs,
+        vec![
+            (0, mb, Allocation::Data, 1),
+            (mb, mb + 16 * 512, Allocation::Data, 0),
+            (s(16), 84 * 512, Allocation::Data, 1),
+            (s(100), 512, Allocation::Data, 0),
+            (s(101), 923 * 512, Allocation::Data, 1),
+            (s(1024), 1024 * 512, Allocation::Data, 0),
+            (3 * mb, mb, Allocation::Data, 1),
+            (4 * mb, mb, Allocation::Zero, 0),
+            (5 * mb, mb, Allocation::Data, 0),
+            (6 * mb, 2 * mb, Allocation::Data, 1),
+        ]
+    );
+    let report = vdisk_format::check(&path).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+
+    // A parent that is not the one the child was made on: an error, or a
+    // warning when damaged images are allowed.
+    make_differencing(d, "bad-link.vhdx", "{00000000-1111-2222-3333-444444444444}");
+    let err = Image::open(d.join("bad-link.vhdx")).err().unwrap();
+    assert!(err.to_string().contains("parent_linkage"), "{err}");
+    let opts = vdisk_format::OpenOptions {
+        allow_damaged: true,
+        ..Default::default()
+    };
+    let image = Image::open_with(d.join("bad-link.vhdx"), &opts).unwrap();
+    assert_eq!(image.warnings().len(), 1, "{:?}", image.warnings());
+
+    // No parent beside it: an error naming the parent.
+    sh("mv parent.vhdx gone.vhdx", d);
+    let err = Image::open(&path).err().unwrap();
+    assert!(err.to_string().contains("parent.vhdx"), "{err}");
 }
