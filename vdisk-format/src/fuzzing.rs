@@ -58,17 +58,25 @@ const SPARSE_MAX: u64 = 64 << 20;
 /// units, a u16 length and that many bytes; what no piece covers reads as
 /// zeros. VHDX puts its structures megabytes apart, so this keeps seeds
 /// small (`fuzz/make-vhdx-seeds.sh` writes them).
+///
+/// Unless bit 31 of the size is set, the checksums of the VHDX headers
+/// and region tables are recomputed, so that mutations reach the
+/// structures behind them.
 pub struct SparseFile<'a> {
     size: u64,
     pieces: alloc::vec::Vec<(u64, &'a [u8])>,
+    /// The header section with its checksums recomputed.
+    head: Option<alloc::vec::Vec<u8>>,
 }
+
+/// Bytes of the VHDX header section.
+const HEAD: u64 = 1 << 20;
 
 impl<'a> SparseFile<'a> {
     /// Decodes `data`; a trailing partial piece is ignored.
     pub fn new(data: &'a [u8]) -> Self {
-        let size = disk_io::bytes::le_u32(data, 0)
-            .map_or(0, |s| u64::from(s) * 4096)
-            .min(SPARSE_MAX);
+        let word = disk_io::bytes::le_u32(data, 0).unwrap_or(0);
+        let size = (u64::from(word & 0x7fff_ffff) * 4096).min(SPARSE_MAX);
         let mut data = data.get(4..).unwrap_or(&[]);
         let mut pieces = alloc::vec::Vec::new();
         while let (Some(at), Some(len)) = (
@@ -82,7 +90,31 @@ impl<'a> SparseFile<'a> {
             data = data.get(6 + usize::from(len)..).unwrap_or(&[]);
             pieces.push((start, bytes));
         }
-        SparseFile { size, pieces }
+        let mut file = SparseFile {
+            size,
+            pieces,
+            head: None,
+        };
+        if word & 0x8000_0000 == 0 && size >= HEAD {
+            let mut head = alloc::vec![0u8; HEAD as usize];
+            if file.read_at(0, &mut head).is_ok() {
+                for (at, len) in [
+                    (64usize << 10, 4096usize),
+                    (128 << 10, 4096),
+                    (192 << 10, 65536),
+                    (256 << 10, 65536),
+                ] {
+                    if let Some(s) = head.get_mut(at..at + len) {
+                        let crc = crate::vhdx::header::checksum(s);
+                        if let Some(c) = s.get_mut(4..8) {
+                            c.copy_from_slice(&crc.to_le_bytes());
+                        }
+                    }
+                }
+                file.head = Some(head);
+            }
+        }
+        file
     }
 }
 
@@ -93,8 +125,17 @@ impl ReadAt for SparseFile<'_> {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> disk_io::Result<()> {
         disk_io::check_range(self.size, offset, buf.len() as u64)?;
-        buf.fill(0);
         let end = offset + buf.len() as u64;
+        if let Some(src) = self
+            .head
+            .as_ref()
+            .filter(|_| end <= HEAD)
+            .and_then(|h| h.get(offset as usize..end as usize))
+        {
+            buf.copy_from_slice(src);
+            return Ok(());
+        }
+        buf.fill(0);
         for &(start, bytes) in &self.pieces {
             let from = start.max(offset);
             let to = (start + bytes.len() as u64).min(end);

@@ -185,8 +185,9 @@ impl Header {
     }
 }
 
-/// CRC-32C of a structure whose checksum field (bytes 4..8) counts as zero.
-pub(crate) fn checksum(bytes: &[u8]) -> u32 {
+/// CRC-32C of a structure whose checksum field (bytes 4..8) counts as zero
+/// (headers, region tables, log entries).
+pub fn checksum(bytes: &[u8]) -> u32 {
     let head = bytes.get(..CHECKSUM_AT).unwrap_or(&[]);
     let tail = bytes.get(CHECKSUM_AT + 4..).unwrap_or(&[]);
     let c = disk_io::crc::crc32c_append(crc32c(head), &[0; 4]);
@@ -240,5 +241,60 @@ impl Headers {
             [Ok(_), Err(e)] | [Err(e), Ok(_)] => Some(e),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn guid_text_round_trips_in_storage_order() {
+        let g = Guid::parse("{2DC27766-F623-4200-9D64-115E9BFD4A08}").unwrap();
+        assert_eq!(g, crate::vhdx::region_table::BAT_GUID);
+        assert_eq!(g.to_string(), "{2dc27766-f623-4200-9d64-115e9bfd4a08}");
+        assert_eq!(Guid::parse(&g.to_string()), Some(g));
+        assert_eq!(Guid::parse("2dc27766-f623-4200-9d64-115e9bfd4a08"), Some(g));
+        for bad in [
+            "",
+            "{}",
+            "2dc27766-f623-4200-9d64",
+            "zzc27766-f623-4200-9d64-115e9bfd4a08",
+        ] {
+            assert_eq!(Guid::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn current_header_is_the_valid_one_with_the_higher_sequence() {
+        let make = |seq: u64| {
+            let mut b = alloc::vec![0u8; SIZE];
+            b[..4].copy_from_slice(b"head");
+            b[8..16].copy_from_slice(&seq.to_le_bytes());
+            b[66] = 1;
+            b[68..72].copy_from_slice(&(1u32 << 20).to_le_bytes());
+            b[72..80].copy_from_slice(&(1u64 << 20).to_le_bytes());
+            let crc = checksum(&b);
+            b[4..8].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
+        let (a, b) = (make(7), make(9));
+        let h = Headers {
+            copies: [Header::parse(&a, 0), Header::parse(&b, 1)],
+        };
+        assert_eq!(h.current().unwrap().copy, 1);
+        let mut bad = b.clone();
+        bad[100] ^= 1;
+        let h = Headers {
+            copies: [Header::parse(&a, 0), Header::parse(&bad, 1)],
+        };
+        assert_eq!(h.current().unwrap().copy, 0);
+        assert!(
+            h.damage()
+                .unwrap()
+                .to_string()
+                .contains("header 2 checksum")
+        );
     }
 }

@@ -185,6 +185,10 @@ pub fn replay<D: ReadAt + ?Sized>(file: &D, header: &Header) -> Result<Option<Re
 
     // (positions of the entries to replay, tail first; head sequence number)
     let mut best: Option<(Vec<u64>, u64)> = None;
+    // Walks never revisit an entry (sequence numbers only grow), and a
+    // walk that does not wrap lets the scan skip past it, so a log costs
+    // a few passes; the budget bounds what crafted logs can make it do.
+    let mut budget = sectors.saturating_mul(16);
     let mut s = 0u64;
     while s < sectors {
         let Some(first) = entry_at(s * SECTOR) else {
@@ -193,12 +197,18 @@ pub fn replay<D: ReadAt + ?Sized>(file: &D, header: &Header) -> Result<Option<Re
         };
         let mut seq = vec![first];
         let mut last = first;
+        let mut wraps = false;
         while (seq.len() as u64) < sectors {
+            budget = budget.checked_sub(1).ok_or_else(|| {
+                Error::corrupt(
+                    "vhdx log: too many overlapping entry sequences to search",
+                    at,
+                )
+            })?;
             let next = (last.0 + last.1) % length;
             match entry_at(next) {
-                Some(e)
-                    if Some(e.3) == last.3.checked_add(1) && !seq.iter().any(|x| x.0 == e.0) =>
-                {
+                Some(e) if Some(e.3) == last.3.checked_add(1) => {
+                    wraps |= e.0 < last.0;
                     seq.push(e);
                     last = e;
                 }
@@ -212,7 +222,14 @@ pub fn replay<D: ReadAt + ?Sized>(file: &D, header: &Header) -> Result<Option<Re
                 best = Some((positions, last.3));
             }
         }
-        s += (first.1 / SECTOR).max(1);
+        // A later start inside this walk finds a suffix of it: the same
+        // head, never a better sequence.
+        let end = last.0 + last.1;
+        s = if !wraps && end > s * SECTOR {
+            end.div_ceil(SECTOR)
+        } else {
+            s + (first.1 / SECTOR).max(1)
+        };
     }
     let Some((positions, head_sequence)) = best else {
         return Ok(Some(Replay::default()));
@@ -375,4 +392,39 @@ fn parse_entry(
         }
     }
     Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_pieces_replace_earlier_ones() {
+        let mut o = Overlay::default();
+        o.insert(0, 4 * SECTOR, None);
+        o.insert(SECTOR, 2 * SECTOR, Some(vec![7; SECTOR as usize]));
+        o.insert(3 * SECTOR, 4 * SECTOR, Some(vec![9; SECTOR as usize]));
+        o.insert(3 * SECTOR, 5 * SECTOR, None);
+        assert_eq!(o.len(), 4);
+        let mut buf = vec![1u8; 6 * SECTOR as usize];
+        o.apply(0, &mut buf);
+        let at = |i: u64| buf[(i * SECTOR) as usize];
+        assert_eq!(
+            [at(0), at(1), at(2), at(3), at(4), at(5)],
+            [0, 7, 0, 0, 0, 1]
+        );
+        // Reads that start inside a piece.
+        let mut part = vec![1u8; 10];
+        o.apply(SECTOR + 100, &mut part);
+        assert_eq!(part, vec![7; 10]);
+        assert_eq!(o.data_end(), 2 * SECTOR);
+    }
+
+    #[test]
+    fn wrapped_reads_continue_at_the_start() {
+        let log: Vec<u8> = (0..8u8).collect();
+        assert_eq!(&*wrapped(&log, 6, 4).unwrap(), &[6, 7, 0, 1]);
+        assert!(wrapped(&log, 6, 9).is_none());
+        assert!(wrapped(&log, 8, 1).is_none());
+    }
 }
