@@ -59,14 +59,14 @@ const SPARSE_MAX: u64 = 64 << 20;
 /// zeros. VHDX puts its structures megabytes apart, so this keeps seeds
 /// small (`fuzz/make-vhdx-seeds.sh` writes them).
 ///
-/// Unless bit 31 of the size is set, the checksums of the VHDX headers
-/// and region tables are recomputed, so that mutations reach the
-/// structures behind them.
+/// Unless bit 31 of the size is set, the checksums of the VHDX headers,
+/// region tables and log entries (of a log of at most 1 MiB) are
+/// recomputed, so that mutations reach the structures behind them.
 pub struct SparseFile<'a> {
     size: u64,
     pieces: alloc::vec::Vec<(u64, &'a [u8])>,
-    /// The header section with its checksums recomputed.
-    head: Option<alloc::vec::Vec<u8>>,
+    /// Ranges rewritten with their checksums recomputed, read over the pieces.
+    patched: alloc::vec::Vec<(u64, alloc::vec::Vec<u8>)>,
 }
 
 /// Bytes of the VHDX header section.
@@ -93,28 +93,57 @@ impl<'a> SparseFile<'a> {
         let mut file = SparseFile {
             size,
             pieces,
-            head: None,
+            patched: alloc::vec::Vec::new(),
         };
-        if word & 0x8000_0000 == 0 && size >= HEAD {
-            let mut head = alloc::vec![0u8; HEAD as usize];
-            if file.read_at(0, &mut head).is_ok() {
-                for (at, len) in [
-                    (64usize << 10, 4096usize),
-                    (128 << 10, 4096),
-                    (192 << 10, 65536),
-                    (256 << 10, 65536),
-                ] {
-                    if let Some(s) = head.get_mut(at..at + len) {
-                        let crc = crate::vhdx::header::checksum(s);
-                        if let Some(c) = s.get_mut(4..8) {
-                            c.copy_from_slice(&crc.to_le_bytes());
-                        }
-                    }
-                }
-                file.head = Some(head);
-            }
+        if word & 0x8000_0000 == 0 {
+            file.fix_checksums();
         }
         file
+    }
+
+    /// Recomputes the checksums of the headers, region tables and log.
+    fn fix_checksums(&mut self) {
+        use crate::vhdx::header::checksum;
+        let fix = |s: &mut [u8]| {
+            let crc = checksum(s);
+            if let Some(c) = s.get_mut(4..8) {
+                c.copy_from_slice(&crc.to_le_bytes());
+            }
+        };
+        let mut head = alloc::vec![0u8; HEAD as usize];
+        if self.read_at(0, &mut head).is_err() {
+            return;
+        }
+        for (at, len) in [
+            (64usize << 10, 4096usize),
+            (128 << 10, 4096),
+            (192 << 10, 65536),
+            (256 << 10, 65536),
+        ] {
+            if let Some(s) = head.get_mut(at..at + len) {
+                fix(s);
+            }
+        }
+        let log_len = disk_io::bytes::le_u32(&head, (64 << 10) + 68).unwrap_or(0);
+        let log_at = disk_io::bytes::le_u64(&head, (64 << 10) + 72).unwrap_or(0);
+        self.patched.push((0, head));
+        if log_len == 0 || log_len > 1 << 20 || log_at < HEAD {
+            return;
+        }
+        let mut log = alloc::vec![0u8; log_len as usize];
+        if self.read_at(log_at, &mut log).is_err() {
+            return;
+        }
+        // Last entry first: an entry's data sectors may look like entries.
+        for pos in (0..log.len()).step_by(4096).rev() {
+            let len = disk_io::bytes::le_u32(&log, pos + 8).unwrap_or(0) as usize;
+            if log.get(pos..pos + 4) == Some(&b"loge"[..]) && len > 0 && len.is_multiple_of(4096) {
+                if let Some(entry) = log.get_mut(pos..pos + len) {
+                    fix(entry);
+                }
+            }
+        }
+        self.patched.push((log_at, log));
     }
 }
 
@@ -126,19 +155,12 @@ impl ReadAt for SparseFile<'_> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> disk_io::Result<()> {
         disk_io::check_range(self.size, offset, buf.len() as u64)?;
         let end = offset + buf.len() as u64;
-        if let Some(src) = self
-            .head
-            .as_ref()
-            .filter(|_| end <= HEAD)
-            .and_then(|h| h.get(offset as usize..end as usize))
-        {
-            buf.copy_from_slice(src);
-            return Ok(());
-        }
         buf.fill(0);
-        for &(start, bytes) in &self.pieces {
+        let pieces = self.pieces.iter().map(|(s, b)| (*s, *b));
+        let patched = self.patched.iter().map(|(s, b)| (*s, b.as_slice()));
+        for (start, bytes) in pieces.chain(patched) {
             let from = start.max(offset);
-            let to = (start + bytes.len() as u64).min(end);
+            let to = start.saturating_add(bytes.len() as u64).min(end);
             if from < to {
                 let src = bytes.get((from - start) as usize..(to - start) as usize);
                 let dst = buf.get_mut((from - offset) as usize..(to - offset) as usize);

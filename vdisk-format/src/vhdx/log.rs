@@ -427,4 +427,108 @@ mod tests {
         assert!(wrapped(&log, 6, 9).is_none());
         assert!(wrapped(&log, 8, 1).is_none());
     }
+    /// A log entry: (file offset, Some(sector) | None for a zero range of 8 KiB).
+    fn entry(seq: u64, tail: u32, guid: Guid, descs: &[(u64, Option<u8>)]) -> Vec<u8> {
+        let data: Vec<_> = descs.iter().filter(|d| d.1.is_some()).collect();
+        let desc_sectors = (64 + 32 * descs.len() as u64).div_ceil(SECTOR);
+        let len = (desc_sectors + data.len() as u64) * SECTOR;
+        let mut e = vec![0u8; len as usize];
+        e[..4].copy_from_slice(b"loge");
+        e[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+        e[12..16].copy_from_slice(&tail.to_le_bytes());
+        e[16..24].copy_from_slice(&seq.to_le_bytes());
+        e[24..28].copy_from_slice(&(descs.len() as u32).to_le_bytes());
+        e[32..48].copy_from_slice(&guid.0);
+        e[56..64].copy_from_slice(&(3u64 << 20).to_le_bytes());
+        let mut k = desc_sectors as usize;
+        for (i, (offset, fill)) in descs.iter().enumerate() {
+            let d = 64 + 32 * i;
+            e[d + 16..d + 24].copy_from_slice(&offset.to_le_bytes());
+            e[d + 24..d + 32].copy_from_slice(&seq.to_le_bytes());
+            match fill {
+                None => {
+                    e[d..d + 4].copy_from_slice(b"zero");
+                    e[d + 8..d + 16].copy_from_slice(&(2 * SECTOR).to_le_bytes());
+                }
+                Some(b) => {
+                    e[d..d + 4].copy_from_slice(b"desc");
+                    e[d + 4..d + 8].fill(*b); // trailing bytes
+                    e[d + 8..d + 16].fill(*b); // leading bytes
+                    let s = k * SECTOR as usize;
+                    e[s..s + 4].copy_from_slice(b"data");
+                    e[s + 4..s + 8].copy_from_slice(&((seq >> 32) as u32).to_le_bytes());
+                    e[s + 8..s + 4092].fill(*b);
+                    e[s + 4092..s + 4096].copy_from_slice(&(seq as u32).to_le_bytes());
+                    k += 1;
+                }
+            }
+        }
+        let crc = checksum(&e);
+        e[4..8].copy_from_slice(&crc.to_le_bytes());
+        e
+    }
+
+    #[test]
+    fn active_sequence_wraps_and_replays_in_order() {
+        let guid = Guid([7; 16]);
+        let log_at = 1u64 << 20;
+        let log_len = 1usize << 20;
+        let mut file = vec![0xeeu8; (2 << 20) + 4096];
+        let mut put = |pos: usize, e: &[u8]| {
+            for (i, b) in e.iter().enumerate() {
+                file[log_at as usize + (pos + i) % log_len] = *b;
+            }
+        };
+        // Entry A wraps around the end of the log; B follows it; a stale
+        // entry and one of another log are ignored.
+        let a_pos = log_len - 8192;
+        let a = entry(
+            10,
+            a_pos as u32,
+            guid,
+            &[(0x1000, Some(0x11)), (0x4000, None), (0x2000, Some(0x22))],
+        );
+        assert_eq!(a.len(), 12288);
+        put(a_pos, &a);
+        put(
+            4096,
+            &entry(11, a_pos as u32, guid, &[(0x1000, Some(0x33))]),
+        );
+        put(64 << 10, &entry(5, 64 << 10, guid, &[(0x1000, Some(0x44))]));
+        put(
+            128 << 10,
+            &entry(50, 128 << 10, Guid([8; 16]), &[(0x1000, Some(0x55))]),
+        );
+        let header = Header {
+            copy: 0,
+            sequence_number: 1,
+            file_write_guid: Guid::default(),
+            data_write_guid: Guid::default(),
+            log_guid: guid,
+            log_version: 0,
+            version: 1,
+            log_length: log_len as u32,
+            log_offset: log_at,
+        };
+        let r = replay(&file[..], &header).unwrap().unwrap();
+        assert_eq!((r.entries, r.head_sequence), (2, 11));
+        assert_eq!(r.last_file_offset, 3 << 20);
+        let mut buf = vec![0xeeu8; 0x6000];
+        r.overlay.apply(0, &mut buf);
+        assert!(buf[..0x1000].iter().all(|&b| b == 0xee));
+        assert!(buf[0x1000..0x2000].iter().all(|&b| b == 0x33));
+        assert!(buf[0x2000..0x3000].iter().all(|&b| b == 0x22));
+        assert!(buf[0x3000..0x4000].iter().all(|&b| b == 0xee));
+        assert!(buf[0x4000..0x6000].iter().all(|&b| b == 0));
+
+        // The file is shorter than the head entry says it was flushed to.
+        let mut tiny = file.clone();
+        let flushed = (tiny.len() as u64 + 1).to_le_bytes();
+        let at = log_at as usize + 4096; // entry B, the head
+        tiny[at + 48..at + 56].copy_from_slice(&flushed);
+        let crc = checksum(&tiny[at..at + 8192]);
+        tiny[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        let err = replay(&tiny[..], &header).unwrap_err();
+        assert!(err.to_string().contains("FlushedFileOffset"), "{err}");
+    }
 }
