@@ -113,16 +113,19 @@ impl Geometry {
 }
 
 /// Reads the BAT from `region` through `read`: the entries `geometry`
-/// needs, which must fit in the region (and so in the file) before
-/// anything is allocated.
+/// needs, which must fit in the region, inside the file as replayed
+/// (`file_size`) and no larger than the bytes really stored (`stored`:
+/// a log may claim a longer file, never a bigger table) before anything
+/// is allocated.
 pub fn read(
     read: &dyn Fn(u64, &mut [u8]) -> Result<()>,
     region: Region,
     geometry: &Geometry,
     file_size: u64,
+    stored: u64,
 ) -> Result<Vec<u64>> {
     let bytes = geometry.entries.saturating_mul(8);
-    if bytes > u64::from(region.length) || region.end() > file_size {
+    if bytes > u64::from(region.length) || region.end() > file_size || bytes > stored {
         return Err(Error::corrupt(
             format!(
                 "vhdx BAT at {:#x}: {} entries ({bytes} bytes) do not fit the {}-byte region, or it ends past the end of the {file_size}-byte file",

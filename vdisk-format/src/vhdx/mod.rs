@@ -179,7 +179,7 @@ impl<D: ReadAt> Vhdx<D> {
         }
         let metadata = metadata::read(&read, meta_region)?;
         let geometry = Geometry::new(&metadata);
-        let bat = bat::read(&read, bat_region, &geometry, file_size)?;
+        let bat = bat::read(&read, bat_region, &geometry, file_size, file.size())?;
         Ok(Vhdx {
             file,
             parent: None,
@@ -526,7 +526,7 @@ pub fn check<D: ReadAt + ?Sized>(file: &D) -> Result<CheckReport> {
         let meta_region = regions.find(region_table::METADATA_GUID, "metadata")?;
         let metadata = metadata::read(&read, meta_region)?;
         let geometry = Geometry::new(&metadata);
-        let bat = bat::read(&read, bat_region, &geometry, file_size)?;
+        let bat = bat::read(&read, bat_region, &geometry, file_size, file.size())?;
         Ok::<_, Error>((regions, bat_region, metadata, geometry, bat))
     })();
     let (regions, bat_region, metadata, geometry, bat) = match loaded {
