@@ -215,11 +215,19 @@ impl Headers {
         }
     }
 
-    /// The current header: the valid copy with the higher sequence number
-    /// (header 1 when they are equal). Both invalid is an error naming
-    /// both reasons.
+    /// The current header: the only valid copy, or the valid copy with the
+    /// greater sequence number. Without one (both invalid, or both valid
+    /// with equal sequence numbers) the file is corrupt, as the
+    /// specification says.
     pub fn current(&self) -> Result<&Header> {
         match &self.copies {
+            [Ok(a), Ok(b)] if a.sequence_number == b.sequence_number => Err(Error::corrupt(
+                format!(
+                    "vhdx: both headers have sequence number {}, so neither is current",
+                    a.sequence_number
+                ),
+                OFFSETS[1] + 8,
+            )),
             [Ok(a), Ok(b)] => Ok(if b.sequence_number > a.sequence_number {
                 b
             } else {
@@ -284,6 +292,10 @@ mod tests {
             copies: [Header::parse(&a, 0), Header::parse(&b, 1)],
         };
         assert_eq!(h.current().unwrap().copy, 1);
+        let h = Headers {
+            copies: [Header::parse(&b, 0), Header::parse(&b, 1)],
+        };
+        assert!(h.current().is_err(), "equal sequence numbers");
         let mut bad = b.clone();
         bad[100] ^= 1;
         let h = Headers {

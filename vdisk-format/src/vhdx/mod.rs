@@ -479,8 +479,15 @@ pub fn check<D: ReadAt + ?Sized>(file: &D) -> Result<CheckReport> {
             report.error(format!("{e}"));
         }
     }
-    let Ok(header) = headers.current() else {
-        return Ok(report);
+    let header = match headers.current() {
+        Ok(h) => h,
+        Err(e) => {
+            // Both copies valid, but neither current (equal sequence numbers).
+            if report.errors == 0 {
+                report.error(format!("{e}"));
+            }
+            return Ok(report);
+        }
     };
     let replay = match log::replay(file, header) {
         Ok(r) => r,
