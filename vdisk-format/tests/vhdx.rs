@@ -296,6 +296,33 @@ fn check_finds_damage_and_reads_name_it() {
     let report = vdisk_format::check(d.join("both.vhdx")).unwrap();
     assert_eq!(report.errors, 2, "{report:?}");
 
+    // Both headers valid with the same sequence number: neither is current.
+    sh("cp a.vhdx same.vhdx", d);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(d.join("same.vhdx"))
+        .unwrap();
+    let mut h1 = vec![0u8; 4096];
+    f.read_exact_at(&mut h1, 64 << 10).unwrap();
+    f.write_all_at(&h1, 128 << 10).unwrap();
+    drop(f);
+    let err = Image::open(d.join("same.vhdx")).err().unwrap();
+    assert!(err.to_string().contains("neither is current"), "{err}");
+    let report = vdisk_format::check(d.join("same.vhdx")).unwrap();
+    assert_eq!(report.errors, 1, "{report:?}");
+
+    // Region table copy 1 broken: copy 2 is read, check reports copy 1.
+    sh("cp a.vhdx region.vhdx", d);
+    break_crc(&d.join("region.vhdx"), 192 << 10);
+    assert!(read_all(&Image::open(d.join("region.vhdx")).unwrap()) == reference);
+    let report = vdisk_format::check(d.join("region.vhdx")).unwrap();
+    assert_eq!(report.errors, 1, "{report:?}");
+    assert!(
+        report.messages[0].contains("region table 1 checksum"),
+        "{report:?}"
+    );
+
     // A BAT entry (block 3) pointing past the end of the file.
     sh("cp a.vhdx past.vhdx", d);
     let v = Vhdx::open(FileDisk::open(d.join("past.vhdx")).unwrap()).unwrap();
