@@ -498,7 +498,7 @@ fn locator(pairs: &[(&str, &str)]) -> Vec<u8> {
 /// HasParent set, a parent locator item, block 2 PARTIALLY_PRESENT with a
 /// sector bitmap block (sectors 0..16, 100 and 1024..2048 in this file),
 /// block 4 ZERO. qemu cannot make differencing VHDX files.
-fn make_differencing(dir: &Path, child: &str, linkage: &str) {
+fn make_differencing(dir: &Path, child: &str, linkage: &str, relative: &str) {
     use std::os::unix::fs::FileExt;
     let path = dir.join(child);
     let v = Vhdx::open(FileDisk::open(&path).unwrap()).unwrap();
@@ -532,7 +532,7 @@ fn make_differencing(dir: &Path, child: &str, linkage: &str) {
     // Parent locator: a new table entry, the item 128 KiB into the region.
     let item = locator(&[
         ("parent_linkage", linkage),
-        ("relative_path", ".\\parent.vhdx"),
+        ("relative_path", relative),
         ("absolute_win32_path", "C:\\elsewhere\\parent.vhdx"),
     ]);
     let mut count = [0u8; 2];
@@ -599,7 +599,8 @@ fn differencing_file_reads_through_its_parent() {
         .data_write_guid
         .to_string()
         .to_uppercase();
-    make_differencing(d, "child.vhdx", &linkage);
+    sh("cp child.vhdx moved.vhdx", d);
+    make_differencing(d, "child.vhdx", &linkage, ".\\parent.vhdx");
 
     // What the child holds: blocks 1 and 5 in full, block 2 where its
     // sector bitmap says so, zeros for block 4, the parent elsewhere.
@@ -657,7 +658,12 @@ fn differencing_file_reads_through_its_parent() {
 
     // A parent that is not the one the child was made on: an error, or a
     // warning when damaged images are allowed.
-    make_differencing(d, "bad-link.vhdx", "{00000000-1111-2222-3333-444444444444}");
+    make_differencing(
+        d,
+        "bad-link.vhdx",
+        "{00000000-1111-2222-3333-444444444444}",
+        ".\\parent.vhdx",
+    );
     let err = Image::open(d.join("bad-link.vhdx")).err().unwrap();
     assert!(err.to_string().contains("parent_linkage"), "{err}");
     let opts = vdisk_format::OpenOptions {
@@ -666,6 +672,13 @@ fn differencing_file_reads_through_its_parent() {
     };
     let image = Image::open_with(d.join("bad-link.vhdx"), &opts).unwrap();
     assert_eq!(image.warnings().len(), 1, "{:?}", image.warnings());
+
+    // A relative path that no longer holds: the parent is found by the
+    // file name of its absolute path, beside the child.
+    make_differencing(d, "moved.vhdx", &linkage, "..\\old\\parent.vhdx");
+    let image = Image::open(d.join("moved.vhdx")).unwrap();
+    assert_eq!(image.info().unwrap().backing_chain[0].path, "parent.vhdx");
+    assert!(read_all(&image) == expected);
 
     // No parent beside it: an error naming the parent.
     sh("mv parent.vhdx gone.vhdx", d);

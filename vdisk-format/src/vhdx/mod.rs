@@ -623,6 +623,42 @@ fn note(report: &mut CheckReport, message: alloc::string::String) {
     }
 }
 
+/// The parent's name under the locator: `relative_path` (backslashes made
+/// slashes) when `exists` says it is there, else the file name of
+/// `relative_path`, `absolute_win32_path` or `volume_path` beside the child
+/// (files moved together keep their names); `relative_path` itself when
+/// none is there, so the error names what the file asked for.
+#[cfg(feature = "std")]
+fn parent_name(
+    locator: &ParentLocator,
+    exists: impl Fn(&str) -> bool,
+) -> Result<alloc::string::String> {
+    let paths: Vec<alloc::string::String> = ["relative_path", "absolute_win32_path", "volume_path"]
+        .iter()
+        .filter_map(|k| locator.get(k))
+        .map(|p| p.replace('\\', "/"))
+        .collect();
+    let Some(first) = paths.first() else {
+        return Err(Error::unsupported(
+            "vhdx parent locator names no relative_path, absolute_win32_path or volume_path",
+        ));
+    };
+    let relative = locator.get("relative_path").map(|p| p.replace('\\', "/"));
+    let base = |p: &str| p.rsplit('/').next().map(alloc::string::String::from);
+    let candidates = relative.iter().cloned().chain(
+        paths
+            .iter()
+            .filter_map(|p| base(p))
+            .filter(|b| !b.is_empty()),
+    );
+    for c in candidates {
+        if exists(&c) {
+            return Ok(c);
+        }
+    }
+    Ok(relative.unwrap_or_else(|| first.clone()))
+}
+
 /// Opens a VHDX file for `Image`: a differencing file's parent through
 /// the caller's policy (the locator's `relative_path`), checked against
 /// the `parent_linkage` the child records.
@@ -634,12 +670,7 @@ pub(crate) fn open_layer(
     let mut v = Vhdx::load(file)?;
     if v.metadata.has_parent {
         let locator = v.metadata.parent_locator.clone().unwrap_or_default();
-        let Some(relative) = locator.get("relative_path") else {
-            return Err(Error::unsupported(
-                "vhdx parent locator has no relative_path (only relative parent paths are followed)",
-            ));
-        };
-        let name = relative.replace('\\', "/");
+        let name = parent_name(&locator, |n| ctx.resolve(n, "backing file").is_ok())?;
         let parent = ctx.open_parent(&name, Some(crate::Format::Vhdx))?;
         let parent_guid = Headers::read(&**parent.file())
             .current()
