@@ -685,3 +685,37 @@ fn differencing_file_reads_through_its_parent() {
     let err = Image::open(&path).err().unwrap();
     assert!(err.to_string().contains("parent.vhdx"), "{err}");
 }
+
+#[test]
+fn bat_interleaves_sector_bitmap_entries_past_4_gib() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    // One sector bitmap entry follows every 4096 payload entries (1 MiB
+    // blocks, 512-byte sectors: a 4 GiB chunk); blocks past the first
+    // chunk are found one entry further on.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "qemu-img create -q -f vhdx -o block_size=1M big.vhdx 4160M && qemu-io -f vhdx -c 'write -P 0x66 4095M 1M' -c 'write -P 0x77 4096M 4k' -c 'write -P 0x88 4159M 1M' big.vhdx >/dev/null",
+        d,
+    );
+    let image = Image::open(d.join("big.vhdx")).unwrap();
+    let g = 1u64 << 30;
+    let m = 1u64 << 20;
+    let mut buf = vec![0u8; 2 << 20];
+    image.read_at(4 * g - m, &mut buf).unwrap();
+    assert!(buf[..1 << 20].iter().all(|&b| b == 0x66));
+    assert!(buf[1 << 20..(1 << 20) + 4096].iter().all(|&b| b == 0x77));
+    assert!(disk_io::is_zero(&buf[(1 << 20) + 4096..]));
+    let mut last = vec![0u8; 1 << 20];
+    image.read_at(4159 * m, &mut last).unwrap();
+    assert!(last.iter().all(|&b| b == 0x88));
+    let data: Vec<_> = extents(&image, 0, u64::MAX)
+        .map(|e| e.unwrap())
+        .filter(|e| e.state == Allocation::Data)
+        .map(|e| (e.offset, e.length))
+        .collect();
+    assert_eq!(data, vec![(4 * g - m, 2 * m), (4159 * m, m)]);
+    assert!(vdisk_format::check(d.join("big.vhdx")).unwrap().is_clean());
+}
