@@ -320,6 +320,7 @@ fn open_format(
         Detected::Qcow { .. } => crate::qcow2::open_layer(Arc::clone(file), ctx),
         Detected::Vdi => crate::vdi::open_layer(Arc::clone(file), ctx),
         Detected::Vhd { .. } => crate::vhd::open_layer(Arc::clone(file), ctx),
+        Detected::Vhdx => crate::vhdx::open_layer(Arc::clone(file), ctx),
         Detected::VmdkSparse | Detected::VmdkDescriptor | Detected::VmdkCowd => {
             crate::vmdk::open_layer(Arc::clone(file), detected, ctx)
         }
@@ -340,6 +341,7 @@ fn check_file(
         Detected::Qcow { version: 2 | 3 } => crate::qcow2::check::check(file),
         Detected::Vdi => crate::vdi::check(file),
         Detected::Vhd { .. } => crate::vhd::check::check_file(file),
+        Detected::Vhdx => crate::vhdx::check(file),
         Detected::VmdkSparse | Detected::VmdkDescriptor | Detected::VmdkCowd => {
             crate::vmdk::check_layer(detected, file, path, opts)
         }

@@ -14,6 +14,7 @@ pub mod qcow2;
 pub mod raw;
 pub mod vdi;
 pub mod vhd;
+pub mod vhdx;
 pub mod vmdk;
 
 #[cfg(feature = "std")]
