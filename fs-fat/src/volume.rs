@@ -205,6 +205,26 @@ impl<D: ReadAt> FatVolume<D> {
             .find(|e| same_name(&e.name, name) || same_name(&e.short_name, name)))
     }
 
+    /// The entry called `name` in the directory starting at `cluster` (0:
+    /// the root), compared as [`lookup`](Self::lookup) does.
+    pub fn lookup_at(&self, cluster: u32, name: &str) -> Result<Option<DirEntry>> {
+        Ok(self
+            .read_dir_at(cluster)?
+            .into_iter()
+            .find(|e| same_name(&e.name, name) || same_name(&e.short_name, name)))
+    }
+
+    /// The identity of the directory starting at `cluster`: 0 for the
+    /// root (also when a FAT32 entry names the root's own cluster), else
+    /// the cluster.
+    pub fn dir_key(&self, cluster: u32) -> u32 {
+        match DirLocation::of_cluster(&self.boot, cluster) {
+            DirLocation::FixedRoot => 0,
+            DirLocation::Chain(c) if c == self.boot.root_cluster => 0,
+            DirLocation::Chain(c) => c,
+        }
+    }
+
     /// The entry at the `/`-separated `path` from the root.
     pub fn open_path(&self, path: &str) -> Result<DirEntry> {
         let mut entry = self.root();
@@ -394,13 +414,6 @@ impl<D: ReadAt> FatVolume<D> {
         seen.insert(self.dir_key(0));
         let root = self.root();
         self.walk_in(&root, "", 0, &mut seen, visit)
-    }
-
-    fn dir_key(&self, cluster: u32) -> u32 {
-        match DirLocation::of_cluster(&self.boot, cluster) {
-            DirLocation::FixedRoot => 0,
-            DirLocation::Chain(c) => c,
-        }
     }
 
     fn walk_in(

@@ -466,6 +466,18 @@ fn damage_is_an_error_naming_the_structure() {
 }
 
 #[test]
+fn fuzz_seeds_hold_the_damage_they_claim() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/fat");
+    let vol = FatVolume::open(fs::read(seeds.join("loop.img")).unwrap()).unwrap();
+    let f = vol.open_path("hello.txt").unwrap();
+    let err = vol.read_file(&f, 0, &mut [0u8; 8]).unwrap_err();
+    assert!(err.to_string().contains("loops back"), "{err}");
+    let vol = FatVolume::open(fs::read(seeds.join("selfdir.img")).unwrap()).unwrap();
+    let err = vol.walk(&mut |_, _| Ok(())).unwrap_err();
+    assert!(err.to_string().contains("directory cycle"), "{err}");
+}
+
+#[test]
 fn fuzz_corpus_replays() {
     for sub in ["seeds/fat", "corpus/fat"] {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
