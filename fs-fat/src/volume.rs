@@ -376,6 +376,12 @@ impl<D: ReadAt> FatVolume<D> {
         Ok(runs)
     }
 
+    /// The clusters of the chain starting at `first`, in order, checked
+    /// for bounds and loops as file reads check them.
+    pub fn chain(&self, first: u32) -> crate::fat::Chain<'_, D> {
+        self.fat.chain(&self.disk, first)
+    }
+
     /// The clusters whose FAT entry is not free, as `fsck.fat` counts them.
     pub fn used_clusters(&self) -> Result<UsedClusters> {
         Ok(UsedClusters {
