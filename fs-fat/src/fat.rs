@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use disk_io::sync::Lock;
-use disk_io::{Error, ReadAt, Result};
+use disk_io::{Error, ErrorKind, ReadAt, Result};
 
 use crate::FatType;
 use crate::boot_sector::BootSector;
@@ -271,10 +271,13 @@ impl<D: ReadAt + ?Sized> Chain<'_, D> {
             self.started = true;
             if !(2..=self.fat.last_cluster()).contains(&current) {
                 self.next = None;
-                return Err(Error::invalid_input(format!(
-                    "cluster chain starts at cluster {current}, outside 2..={}",
-                    self.fat.last_cluster()
-                )));
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "cluster chain starts at cluster {current}, outside 2..={}",
+                        self.fat.last_cluster()
+                    ),
+                ));
             }
             return Ok(Some(current));
         }

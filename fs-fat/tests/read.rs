@@ -297,48 +297,53 @@ fn sleuthkit_agrees_on_names_and_contents() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let image = build_image(
-        dir.path(),
-        "tsk.img",
-        "mkfs.fat -F 16 -C tsk.img 16384",
-        false,
-    );
-    let vol = FatVolume::open(FileDisk::open(&image).unwrap()).unwrap();
-    let mine = walk_volume(&vol);
-    let out = sh("fls -r -p -f fat16 tsk.img", dir.path());
-    let mut theirs = BTreeMap::new();
-    for line in out.lines() {
-        // "r/r 1234:\tpath" or "d/d 1234:\tpath"
-        let (head, path) = line.split_once(":\t").unwrap();
-        if path.starts_with('$') || head.contains('*') || path.contains("(Volume Label Entry)") {
-            continue;
-        }
-        let inode = head.rsplit(' ').next().unwrap().to_string();
-        theirs.insert(format!("/{path}"), (head.starts_with('d'), inode));
-    }
-    assert_eq!(mine.len(), theirs.len());
-    for (path, (is_dir, inode)) in &theirs {
-        // fls truncates very long names: match those by prefix.
-        let node = match mine.get(path) {
-            Some((node, _)) => node,
-            None => {
-                let found: Vec<_> = mine
-                    .iter()
-                    .filter(|(p, _)| p.starts_with(path.as_str()))
-                    .collect();
-                assert_eq!(found.len(), 1, "{path}: fls name not found");
-                &found[0].1.0
+    for (name, mkfs, tsk) in [
+        ("tsk12.img", "mkfs.fat -C tsk12.img 1440", "fat12"),
+        ("tsk16.img", "mkfs.fat -F 16 -C tsk16.img 16384", "fat16"),
+        ("tsk32.img", "mkfs.fat -F 32 -C tsk32.img 65536", "fat32"),
+    ] {
+        let image = build_image(dir.path(), name, mkfs, false);
+        let vol = FatVolume::open(FileDisk::open(&image).unwrap()).unwrap();
+        let mine = walk_volume(&vol);
+        let out = sh(&format!("fls -r -p -f {tsk} {name}"), dir.path());
+        let mut theirs = BTreeMap::new();
+        for line in out.lines() {
+            // "r/r 1234:\tpath" or "d/d 1234:\tpath"
+            let (head, path) = line.split_once(":\t").unwrap();
+            if path.starts_with('$') || head.contains('*') || path.contains("(Volume Label Entry)")
+            {
+                continue;
             }
-        };
-        match node {
-            Node::Dir => assert!(is_dir, "{path}"),
-            Node::File(data) => {
-                let out = std::process::Command::new("icat")
-                    .args(["-f", "fat16", "tsk.img", inode])
-                    .current_dir(dir.path())
-                    .output()
-                    .unwrap();
-                assert!(&out.stdout == data, "{path}: icat disagrees");
+            let inode = head.rsplit(' ').next().unwrap().to_string();
+            theirs.insert(format!("/{path}"), (head.starts_with('d'), inode));
+        }
+        assert_eq!(mine.len(), theirs.len(), "{name}");
+        for (path, (is_dir, inode)) in &theirs {
+            // fls truncates very long names: match those by prefix.
+            let node = match mine.get(path) {
+                Some((node, _)) => node,
+                None => {
+                    let found: Vec<_> = mine
+                        .iter()
+                        .filter(|(p, _)| p.starts_with(path.as_str()))
+                        .collect();
+                    assert_eq!(found.len(), 1, "{name}: {path}: fls name not found");
+                    &found[0].1.0
+                }
+            };
+            match node {
+                Node::Dir => assert!(is_dir, "{path}"),
+                // One icat per file is slow: the 60 tiny files of many/
+                // are covered by their first.
+                Node::File(_) if path.starts_with("/many/") && !path.ends_with("f00.txt") => {}
+                Node::File(data) => {
+                    let out = std::process::Command::new("icat")
+                        .args(["-f", tsk, name, inode])
+                        .current_dir(dir.path())
+                        .output()
+                        .unwrap();
+                    assert!(&out.stdout == data, "{name}: {path}: icat disagrees");
+                }
             }
         }
     }

@@ -98,7 +98,10 @@ impl Volume for Fat {
                 dir.name
             )));
         }
-        let entries = self.volume.read_dir_at(Self::cluster(dir.handle)?)?;
+        let entries = self
+            .volume
+            .read_dir_at(Self::cluster(dir.handle)?)
+            .map_err(|e| e.context(format!("directory '{}'", dir.name)))?;
         Ok(entries.into_iter().map(|e| self.entry(e)).collect())
     }
 
