@@ -435,3 +435,85 @@ impl FsInfo {
         }))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A FAT32 boot sector: 512-byte sectors and clusters, 32 reserved
+    /// sectors, 2 FATs of 1009 sectors, 131072 sectors in all.
+    fn fat32() -> [u8; 512] {
+        let mut b = [0u8; 512];
+        b[11..13].copy_from_slice(&512u16.to_le_bytes());
+        b[13] = 1;
+        b[14..16].copy_from_slice(&32u16.to_le_bytes());
+        b[16] = 2;
+        b[32..36].copy_from_slice(&131_072u32.to_le_bytes());
+        b[36..40].copy_from_slice(&1009u32.to_le_bytes());
+        b[44..48].copy_from_slice(&2u32.to_le_bytes());
+        b[48..50].copy_from_slice(&1u16.to_le_bytes());
+        b[50..52].copy_from_slice(&6u16.to_le_bytes());
+        b[66] = 0x29;
+        b[67..71].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+        b[71..82].copy_from_slice(b"VOLUME     ");
+        b[510] = 0x55;
+        b[511] = 0xaa;
+        b
+    }
+
+    fn err(b: &[u8; 512]) -> Error {
+        BootSector::parse(b).unwrap_err()
+    }
+
+    #[test]
+    fn fat32_fields() {
+        let boot = BootSector::parse(&fat32()).unwrap();
+        assert_eq!(boot.fat_type, FatType::Fat32);
+        assert_eq!(boot.cluster_count, 131_072 - 32 - 2 * 1009);
+        assert_eq!(boot.serial, Some(0x1234_5678));
+        assert_eq!(boot.bpb_label.as_deref(), Some("VOLUME"));
+        assert_eq!(boot.data_offset(), (32 + 2 * 1009) * 512);
+        assert_eq!(boot.cluster_offset(2), Some(boot.data_offset()));
+        assert_eq!(boot.cluster_offset(1), None);
+        assert_eq!(boot.cluster_offset(boot.cluster_count + 2), None);
+    }
+
+    #[test]
+    fn impossible_fields_are_named_with_their_offset() {
+        let cases: [(usize, &[u8], &str, u64); 8] = [
+            (13, &[0], "BPB_SecPerClus", 13),
+            (13, &[3], "BPB_SecPerClus", 13),
+            (11, &[0, 0], "BPB_BytsPerSec", 11),
+            (14, &[0, 0], "BPB_RsvdSecCnt", 14),
+            (16, &[0], "BPB_NumFATs", 16),
+            (36, &[0, 0, 0, 0], "BPB_FATSz16/BPB_FATSz32", 22),
+            (44, &[0, 0, 0, 0], "BPB_RootClus", 44),
+            (510, &[0, 0], "signature", 510),
+        ];
+        for (at, bytes, field, offset) in cases {
+            let mut b = fat32();
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            let e = err(&b);
+            assert!(e.to_string().contains(field), "{e}");
+            assert_eq!(e.offset(), Some(offset), "{e}");
+        }
+        // A FAT too small for the clusters.
+        let mut b = fat32();
+        b[36..40].copy_from_slice(&100u32.to_le_bytes());
+        let e = err(&b);
+        assert!(e.to_string().contains("too small"), "{e}");
+        // A FAT32 version this code does not know.
+        let mut b = fat32();
+        b[42] = 1;
+        assert_eq!(err(&b).kind(), disk_io::ErrorKind::Unsupported);
+        // Root entries on a volume that is FAT32 by its cluster count.
+        let mut b = fat32();
+        b[17] = 16;
+        assert!(err(&b).to_string().contains("BPB_RootEntCnt"));
+        // Active FAT out of range when mirroring is off.
+        let mut b = fat32();
+        b[40] = 0x85;
+        assert!(err(&b).to_string().contains("BPB_ExtFlags"));
+    }
+}
