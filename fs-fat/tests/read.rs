@@ -194,6 +194,15 @@ fn compare(
     }
 }
 
+/// The used cluster count of `fsck.fat -v -n`'s last line
+/// ("img: 3 files, 51/16343 clusters").
+fn fsck_used(dir: &Path, image: &str) -> u64 {
+    let out = sh(&format!("fsck.fat -v -n {image}"), dir);
+    let line = out.lines().last().unwrap();
+    let counts = line.rsplit(' ').nth(1).unwrap();
+    counts.split('/').next().unwrap().parse().unwrap()
+}
+
 #[test]
 fn generated_images_read_back_exactly() {
     if !have_all(&["mkfs.fat", "mcopy", "fsck.fat"]) {
@@ -249,19 +258,9 @@ fn generated_images_read_back_exactly() {
         assert!(vol.open_path("no/such").is_err());
 
         // The used-cluster map is what fsck.fat counts.
-        let out = sh(&format!("fsck.fat -v -n {name}"), dir.path());
-        let line = out.lines().last().unwrap();
-        let used: u64 = line
-            .rsplit(' ')
-            .nth(1)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let used = fsck_used(dir.path(), name);
         let map = vol.used_clusters().unwrap();
-        assert_eq!(map.count(), used, "{name}: {line}");
+        assert_eq!(map.count(), used, "{name}");
         // The map is exactly the union of the chains of every file and
         // directory (and the FAT32 root), which never overlap.
         let mut owned = std::collections::BTreeSet::new();
@@ -288,6 +287,22 @@ fn generated_images_read_back_exactly() {
             own(first);
         }
         assert_eq!(owned.len() as u64, map.count(), "{name}");
+        if want == FatType::Fat12 {
+            // Fill the floppy to its last cluster: still equal, and full.
+            let free = u64::from(vol.cluster_count()) - used;
+            let bytes = free * u64::from(vol.cluster_size());
+            sh(
+                &format!("head -c {bytes} /dev/zero > fill && mcopy -i {name} fill ::"),
+                dir.path(),
+            );
+            let full = FatVolume::open(FileDisk::open(&image).unwrap()).unwrap();
+            let map = full.used_clusters().unwrap();
+            assert_eq!(map.count(), fsck_used(dir.path(), name));
+            assert_eq!(map.count(), u64::from(full.cluster_count()));
+            assert_eq!(map.ranges(), [2..full.cluster_count() + 2]);
+            let fill = full.open_path("fill").unwrap();
+            assert_eq!(read_all(&full, &fill).len() as u64, bytes);
+        }
     }
 }
 
