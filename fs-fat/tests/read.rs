@@ -299,7 +299,8 @@ fn generated_images_read_back_exactly() {
             let map = full.used_clusters().unwrap();
             assert_eq!(map.count(), fsck_used(dir.path(), name));
             assert_eq!(map.count(), u64::from(full.cluster_count()));
-            assert_eq!(map.ranges(), [2..full.cluster_count() + 2]);
+            assert_eq!(map.ranges().len(), 1);
+            assert_eq!(map.ranges()[0], 2..full.cluster_count() + 2);
             let fill = full.open_path("fill").unwrap();
             assert_eq!(read_all(&full, &fill).len() as u64, bytes);
         }
