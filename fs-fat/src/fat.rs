@@ -77,16 +77,29 @@ impl Fat {
             }
     }
 
-    fn byte<D: ReadAt + ?Sized>(&self, disk: &D, at: u64) -> Result<u8> {
+    /// Copies FAT bytes at `at` into `out`; the range lies in one block.
+    fn read_in_block<D: ReadAt + ?Sized>(&self, disk: &D, at: u64, out: &mut [u8]) -> Result<()> {
         let rel = at - self.offset;
         let block = rel / BLOCK;
         let within = (rel % BLOCK) as usize;
+        let copy = |buf: &[u8], out: &mut [u8]| -> Result<()> {
+            let src = buf
+                .get(within..within + out.len())
+                .ok_or_else(|| short(at))?;
+            out.copy_from_slice(src);
+            Ok(())
+        };
         self.cache.with_write(|cache| {
             cache.clock += 1;
             let clock = cache.clock;
-            if let Some(entry) = cache.blocks.iter_mut().find(|b| b.0 == block) {
-                entry.1 = clock;
-                return entry.2.get(within).copied().ok_or_else(|| short(at));
+            // Most lookups hit the block used last: it is kept at the end.
+            if let Some(i) = cache.blocks.iter().rposition(|b| b.0 == block) {
+                let last = cache.blocks.len() - 1;
+                cache.blocks.swap(i, last);
+                if let Some(entry) = cache.blocks.last_mut() {
+                    entry.1 = clock;
+                    return copy(&entry.2, out);
+                }
             }
             let start = block * BLOCK;
             let len = BLOCK.min(self.bytes - start) as usize;
@@ -94,7 +107,7 @@ impl Fat {
             disk.read_at(self.offset + start, &mut buf).map_err(|e| {
                 e.context(format!("FAT block at offset {:#x}", self.offset + start))
             })?;
-            let value = buf.get(within).copied().ok_or_else(|| short(at))?;
+            copy(&buf, out)?;
             if cache.blocks.len() >= CACHE_BLOCKS {
                 if let Some(oldest) =
                     (0..cache.blocks.len()).min_by_key(|&i| cache.blocks.get(i).map_or(0, |b| b.1))
@@ -103,7 +116,7 @@ impl Fat {
                 }
             }
             cache.blocks.push((block, clock, buf));
-            Ok(value)
+            Ok(())
         })
     }
 
@@ -116,15 +129,22 @@ impl Fat {
             )));
         }
         let at = self.entry_offset(cluster);
-        let mut v = 0u32;
         let width = match self.fat_type {
-            FatType::Fat12 => 2,
-            FatType::Fat16 => 2,
+            FatType::Fat12 | FatType::Fat16 => 2,
             FatType::Fat32 => 4,
         };
-        for i in 0..width {
-            v |= u32::from(self.byte(disk, at + i)?) << (8 * i);
+        let mut raw = [0u8; 4];
+        let out = raw.get_mut(..width).unwrap_or(&mut []);
+        let rel = at - self.offset;
+        if rel % BLOCK + width as u64 <= BLOCK {
+            self.read_in_block(disk, at, out)?;
+        } else {
+            // A packed 12-bit entry straddling two blocks.
+            for (i, b) in out.iter_mut().enumerate() {
+                self.read_in_block(disk, at + i as u64, core::slice::from_mut(b))?;
+            }
         }
+        let v = u32::from_le_bytes(raw);
         Ok(match self.fat_type {
             FatType::Fat12 if cluster % 2 == 1 => v >> 4,
             FatType::Fat12 => v & 0xfff,
