@@ -442,6 +442,53 @@ fn damaged_fat16(dir: &Path) -> (std::path::PathBuf, u32, u64, u32, u64) {
 }
 
 #[test]
+fn broken_long_names_fall_back_to_the_short_name() {
+    if !have_all(&["mkfs.fat", "mcopy"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(
+        "mkfs.fat -F 16 -s 1 -C l.img 8192 >/dev/null && echo 1 > 'First long name.txt' && echo 2 > 'Second long name.txt' && mcopy -i l.img 'First long name.txt' 'Second long name.txt' ::",
+        dir.path(),
+    );
+    let image = dir.path().join("l.img");
+    let vol = FatVolume::open(FileDisk::open(&image).unwrap()).unwrap();
+    let first = vol.open_path("First long name.txt").unwrap();
+    let second = vol.open_path("Second long name.txt").unwrap();
+    assert!(first.has_long_name && second.has_long_name);
+    // The checksum of the first name's last piece (stored just before its
+    // short entry) no longer matches; the second loses its first piece
+    // (stored first: order 2 with the 0x40 flag) to a deletion mark.
+    patch(
+        &image,
+        first.offset - 32 + 13,
+        &[!first_checksum(&vol, &first)],
+    );
+    patch(&image, second.offset - 64, &[0xe5]);
+    let vol = FatVolume::open(FileDisk::open(&image).unwrap()).unwrap();
+    let names: Vec<String> = vol
+        .read_dir(&vol.root())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, [first.short_name.clone(), second.short_name.clone()]);
+    assert!(
+        vol.open_path("First long name.txt")
+            .unwrap_or_else(|_| vol.root())
+            .name
+            .is_empty()
+    );
+    assert_eq!(vol.open_path(&first.short_name).unwrap().size, 2);
+}
+
+fn first_checksum<D: ReadAt>(vol: &FatVolume<D>, e: &DirEntry) -> u8 {
+    let mut b = [0u8; 1];
+    vol.disk().read_at(e.offset - 32 + 13, &mut b).unwrap();
+    b[0]
+}
+
+#[test]
 fn damage_is_an_error_naming_the_structure() {
     if !have_all(&["mkfs.fat", "mcopy"]) {
         return;
