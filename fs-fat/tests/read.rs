@@ -261,6 +261,14 @@ fn generated_images_read_back_exactly() {
         let used = fsck_used(dir.path(), name);
         let map = vol.used_clusters().unwrap();
         assert_eq!(map.count(), used, "{name}");
+        if let Some(info) = vol.fs_info().unwrap() {
+            // mtools keeps the FSInfo hint exact.
+            assert_eq!(
+                info.free_count,
+                Some(vol.cluster_count() - used as u32),
+                "{name}"
+            );
+        }
         // The map is exactly the union of the chains of every file and
         // directory (and the FAT32 root), which never overlap.
         let mut owned = std::collections::BTreeSet::new();
