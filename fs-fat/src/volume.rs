@@ -22,11 +22,19 @@ pub const MAX_DEPTH: usize = 256;
 /// Files whose cluster runs stay cached.
 const RUN_CACHE_FILES: usize = 8;
 
-/// Runs of contiguous clusters: (first cluster, count).
-type Runs = Arc<Vec<(u32, u32)>>;
+/// Most checkpoints kept for one file (256 KiB).
+pub const MAX_CHECKPOINTS: u64 = 65_536;
+
+/// Every `stride`-th cluster of a file's chain, from the first.
+struct ChainIndex {
+    stride: u32,
+    points: Vec<u32>,
+}
+
+type Index = Arc<ChainIndex>;
 
 struct RunCache {
-    files: Vec<(u32, u32, u64, Runs)>,
+    files: Vec<(u32, u32, u64, Index)>,
     clock: u64,
 }
 
@@ -262,6 +270,7 @@ impl<D: ReadAt> FatVolume<D> {
 
     /// Reads `size` bytes of data stored in the chain starting at
     /// `first_cluster` (0 with size 0: an empty file), at `offset`.
+    /// Contiguous clusters are read in one request.
     pub fn read_chain(
         &self,
         first_cluster: u32,
@@ -279,47 +288,67 @@ impl<D: ReadAt> FatVolume<D> {
                 0,
             ));
         }
-        let runs = self.runs(first_cluster, size)?;
+        let index = self.chain_index(first_cluster, size)?;
         let cs = u64::from(self.cluster_size());
         let want = buf
             .len()
             .min(usize::try_from(size - offset).unwrap_or(usize::MAX));
-        let mut done = 0usize;
-        // Find the run holding `offset`.
-        let mut run_start = 0u64; // byte offset in the file where the run starts
-        for &(cluster, count) in runs.iter() {
-            let run_bytes = u64::from(count) * cs;
-            let pos = offset + done as u64;
-            if pos >= run_start + run_bytes {
-                run_start += run_bytes;
-                continue;
+        let end = offset + want as u64;
+        // Start from the checkpoint at or before the first cluster wanted.
+        let first_idx = offset / cs;
+        let point = first_idx / u64::from(index.stride);
+        let mut idx = point * u64::from(index.stride);
+        let mut cluster = usize::try_from(point)
+            .ok()
+            .and_then(|p| index.points.get(p).copied())
+            .ok_or_else(|| Error::corrupt("cluster chain index", 0))?;
+        while idx < first_idx {
+            cluster = self.next_of(cluster)?;
+            idx += 1;
+        }
+        let mut pos = offset;
+        while pos < end {
+            let (run_idx, run_cluster) = (idx, cluster);
+            let mut run_len = 1u64;
+            while (run_idx + run_len) * cs < end {
+                cluster = self.next_of(cluster)?;
+                idx += 1;
+                if u64::from(cluster) != u64::from(run_cluster) + run_len {
+                    break;
+                }
+                run_len += 1;
             }
-            let within = pos - run_start;
-            let disk_at = self
-                .boot
-                .cluster_offset(cluster)
-                .ok_or_else(|| Error::corrupt(format!("cluster {cluster} out of range"), 0))?
-                + within;
-            let n = usize::try_from(run_bytes - within)
-                .unwrap_or(usize::MAX)
-                .min(want - done);
-            let chunk = buf
-                .get_mut(done..done + n)
+            let run_end = ((run_idx + run_len) * cs).min(end);
+            let disk_at =
+                self.boot.cluster_offset(run_cluster).ok_or_else(|| {
+                    Error::corrupt(format!("cluster {run_cluster} out of range"), 0)
+                })? + (pos - run_idx * cs);
+            let chunk = usize::try_from(pos - offset)
+                .ok()
+                .zip(usize::try_from(run_end - offset).ok())
+                .and_then(|(a, b)| buf.get_mut(a..b))
                 .ok_or_else(|| Error::invalid_input("read buffer"))?;
             self.disk.read_at(disk_at, chunk)?;
-            done += n;
-            run_start += run_bytes;
-            if done == want {
-                break;
-            }
+            pos = run_end;
         }
-        Ok(done)
+        Ok(want)
     }
 
-    /// The runs of contiguous clusters holding the first `size` bytes of
-    /// the chain at `first`; the whole chain is checked once (bounds,
-    /// loops, enough clusters) and the runs are cached.
-    fn runs(&self, first: u32, size: u64) -> Result<Runs> {
+    /// The next cluster of a chain already checked by [`chain_index`].
+    fn next_of(&self, cluster: u32) -> Result<u32> {
+        self.fat.next(&self.disk, cluster)?.ok_or_else(|| {
+            Error::corrupt(
+                format!("cluster chain ends early at cluster {cluster}"),
+                self.fat.entry_offset(cluster),
+            )
+        })
+    }
+
+    /// Checkpoints into the chain at `first` holding `size` bytes: the
+    /// whole chain is checked once (bounds, loops, enough clusters) and
+    /// every `stride`-th cluster of the file is remembered, at most
+    /// [`MAX_CHECKPOINTS`] per file, for a few files.
+    fn chain_index(&self, first: u32, size: u64) -> Result<Index> {
         let found = self.runs.with_write(|cache| {
             cache.clock += 1;
             let clock = cache.clock;
@@ -332,24 +361,21 @@ impl<D: ReadAt> FatVolume<D> {
                     Arc::clone(&f.3)
                 }))
         })?;
-        if let Some(runs) = found {
-            return Ok(runs);
+        if let Some(index) = found {
+            return Ok(index);
         }
         let cs = u64::from(self.cluster_size());
         let needed = size.div_ceil(cs);
-        let mut runs: Vec<(u32, u32)> = Vec::new();
+        let stride = u32::try_from(needed.div_ceil(MAX_CHECKPOINTS).max(1))
+            .map_err(|_| Error::invalid_input("file too large"))?;
+        let mut points = Vec::new();
         let mut have = 0u64;
         for cluster in self.fat.chain(&self.disk, first) {
             let cluster = cluster?;
-            if have < needed {
-                match runs.last_mut() {
-                    Some((start, count)) if start.checked_add(*count) == Some(cluster) => {
-                        *count += 1
-                    }
-                    _ => runs.push((cluster, 1)),
-                }
-                have += 1;
+            if have < needed && have.is_multiple_of(u64::from(stride)) {
+                points.push(cluster);
             }
+            have += 1;
         }
         if have < needed {
             return Err(Error::corrupt(
@@ -359,7 +385,7 @@ impl<D: ReadAt> FatVolume<D> {
                 self.fat.entry_offset(first),
             ));
         }
-        let runs = Arc::new(runs);
+        let index = Arc::new(ChainIndex { stride, points });
         let size32 = u32::try_from(size).unwrap_or(u32::MAX);
         self.runs.with_write(|cache| {
             if cache.files.len() >= RUN_CACHE_FILES {
@@ -370,10 +396,10 @@ impl<D: ReadAt> FatVolume<D> {
                 }
             }
             let clock = cache.clock;
-            cache.files.push((first, size32, clock, Arc::clone(&runs)));
+            cache.files.push((first, size32, clock, Arc::clone(&index)));
             Ok(())
         })?;
-        Ok(runs)
+        Ok(index)
     }
 
     /// The clusters of the chain starting at `first`, in order, checked

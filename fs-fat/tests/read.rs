@@ -575,3 +575,46 @@ fn fuzz_corpus_replays() {
         test_support::replay_corpus(&["corpus/fat"], 1, fs_fat::fuzzing::fat_read);
     }
 }
+
+#[test]
+fn fragmented_file_of_many_clusters_reads_at_any_offset() {
+    if !have_all(&["mkfs.fat", "mcopy", "mdel"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let big = pattern(40 << 20, 9);
+    fs::write(dir.path().join("big"), &big).unwrap();
+    // 200 one-cluster files, every other one deleted, and the FSInfo
+    // next-free hint reset: the big file fills the 100 holes first (100
+    // runs), then runs on contiguously; with
+    // 512-byte clusters it spans 81,920 clusters, more than one chain
+    // checkpoint per cluster.
+    sh(
+        "mkfs.fat -F 32 -C frag.img 65536 >/dev/null && mkdir s && for i in $(seq 100 299); do echo $i > s/f$i; done \
+         && mcopy -i frag.img s/* :: && for i in $(seq 100 2 298); do mdel -i frag.img ::f$i; done \
+         && printf '\\377\\377\\377\\377' | dd of=frag.img bs=1 seek=$((512 + 492)) conv=notrunc status=none \
+         && mcopy -i frag.img big ::",
+        dir.path(),
+    );
+    let vol = FatVolume::open(FileDisk::open(dir.path().join("frag.img")).unwrap()).unwrap();
+    assert_eq!(vol.cluster_size(), 512);
+    let e = vol.open_path("big").unwrap();
+    let runs = {
+        let clusters: Vec<u32> = vol.chain(e.first_cluster).map(|c| c.unwrap()).collect();
+        assert_eq!(clusters.len(), (40 << 20) / 512);
+        clusters.windows(2).filter(|w| w[1] != w[0] + 1).count() + 1
+    };
+    assert!(runs > 100, "{runs} runs");
+    assert!(read_all(&vol, &e) == big);
+    let mut x = 12345u64;
+    for _ in 0..200 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let at = (x >> 20) % big.len() as u64;
+        let len = ((x >> 8) % 5000) as usize;
+        let mut buf = vec![0u8; len];
+        let n = vol.read_file(&e, at, &mut buf).unwrap();
+        let at = at as usize;
+        assert_eq!(n, len.min(big.len() - at));
+        assert!(buf[..n] == big[at..at + n], "at {at} len {len}");
+    }
+}
