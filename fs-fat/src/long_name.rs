@@ -90,11 +90,15 @@ impl LongNameBuilder {
             self.active = true;
             self.expect = entry.order;
         }
-        if !self.active || entry.order != self.expect || entry.checksum != self.checksum {
+        if !self.active
+            || entry.order == 0
+            || entry.order != self.expect
+            || entry.checksum != self.checksum
+        {
             self.reset();
             return;
         }
-        let start = usize::from(entry.order - 1) * CHARS_PER_ENTRY;
+        let start = usize::from(entry.order.saturating_sub(1)) * CHARS_PER_ENTRY;
         if let Some(slot) = self.units.get_mut(start..start + CHARS_PER_ENTRY) {
             slot.copy_from_slice(&entry.units);
         }
@@ -165,6 +169,10 @@ mod tests {
         // Orphan piece without the last flag.
         b.push(&piece(1, false, 7, &first));
         assert_eq!(b.finish(7), None);
+        // A piece numbered 0 after a complete chain is dropped.
+        b.push(&piece(1, true, 3, &first));
+        b.push(&piece(0, false, 3, &first));
+        assert_eq!(b.finish(3), None);
         // A lone surrogate becomes U+FFFD.
         b.push(&piece(1, true, 1, &[0xd800, u16::from(b'a')]));
         assert_eq!(b.finish(1).as_deref(), Some("\u{fffd}a"));
