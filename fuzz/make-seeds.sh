@@ -111,4 +111,24 @@ struct.pack_into("<QII", marker, 0, 1, 0, 3)
 vmware += marker + header + bytes(512)
 open(sys.argv[2] + "/vm-stream-footer.vmdk", "wb").write(vmware)
 PY
+# VDI: dynamic, static and differencing images, truncated to the header,
+# the block map and the first bytes of the data area.
+out=$(dirname "$out")/vdi
+rm -rf "$out"
+mkdir -p "$out"
+qemu-img create -q -f vdi v-empty.vdi 4M
+qemu-img create -q -f vdi v-data.vdi 4M
+qemu-io -f vdi -c 'write -P 1 0 1k' -c 'write -z 2M 4k' -c 'write -P 2 3M 512' v-data.vdi >/dev/null
+qemu-img create -q -f vdi -o static=on v-static.vdi 3M
+qemu-img create -q -f vdi v-odd.vdi 1500k
+qemu-io -f vdi -c 'write -P 3 1M 1k' v-odd.vdi >/dev/null
+for f in v-empty.vdi v-data.vdi v-static.vdi v-odd.vdi; do
+  head -c 2048 "$f" > "$out/$f"
+done
+# Differencing (qemu cannot make one): type 4 at 0x4c, a parent UUID at
+# 0x1a8, and one block map entry marked zero (0xfffffffe).
+cp "$out/v-data.vdi" "$out/v-diff.vdi"
+printf '\x04' | dd of="$out/v-diff.vdi" bs=1 seek=$((0x4c)) conv=notrunc status=none
+printf 'parent-uuid-0001' | dd of="$out/v-diff.vdi" bs=1 seek=$((0x1a8)) conv=notrunc status=none
+printf '\xfe\xff\xff\xff' | dd of="$out/v-diff.vdi" bs=1 seek=$((0x204)) conv=notrunc status=none
 ls -l "$out"

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod args;
+mod check;
 mod files;
 mod info;
 mod size;
@@ -78,10 +79,7 @@ fn run(cli: Cli) -> Result<u8, PathError> {
             stream,
         } => files::cat(&image, part, &path, stream.as_deref()).map(|()| 0),
         Command::Manifest { image, part } => files::manifest(&image, part).map(|()| 0),
-        Command::Check { .. } => Err(unsupported(
-            "subcommand 'check'",
-            "container checks are not implemented yet",
-        )),
+        Command::Check { image, json } => check::run(&image, json),
         Command::Commit { overlay } => vdisk_format::qcow2::commit::commit(&overlay)
             .map(|_| 0)
             .map_err(|e| PathError::new(&overlay, e)),

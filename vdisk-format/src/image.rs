@@ -318,6 +318,7 @@ fn open_format(
         }),
         Detected::Qcow { version: 1 } => Err(not_read_yet("legacy qcow (version 1)")),
         Detected::Qcow { .. } => crate::qcow2::open_layer(Arc::clone(file), ctx),
+        Detected::Vdi => crate::vdi::open_layer(Arc::clone(file), ctx),
         Detected::Vhd { .. } => crate::vhd::open_layer(Arc::clone(file), ctx),
         Detected::VmdkSparse | Detected::VmdkDescriptor | Detected::VmdkCowd => {
             crate::vmdk::open_layer(Arc::clone(file), detected, ctx)
@@ -336,6 +337,8 @@ fn check_file(
 ) -> Result<CheckReport> {
     match detected {
         Detected::Raw(_) => Ok(CheckReport::default()),
+        Detected::Qcow { version: 2 | 3 } => crate::qcow2::check::check(file),
+        Detected::Vdi => crate::vdi::check(file),
         Detected::Vhd { .. } => crate::vhd::check::check_file(file),
         Detected::VmdkSparse | Detected::VmdkDescriptor | Detected::VmdkCowd => {
             crate::vmdk::check_layer(detected, file, path, opts)

@@ -12,6 +12,7 @@ pub mod fuzzing;
 mod options;
 pub mod qcow2;
 pub mod raw;
+pub mod vdi;
 pub mod vhd;
 pub mod vmdk;
 

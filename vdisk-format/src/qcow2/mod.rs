@@ -7,6 +7,7 @@
 //! the caller's policy (see `Image::open`). External data files and
 //! encrypted images are refused as `Unsupported`.
 
+pub mod check;
 #[cfg(feature = "std")]
 pub mod commit;
 #[cfg(feature = "std")]
