@@ -10,6 +10,8 @@ use disk_io::{Error, ErrorKind, ReadAt, Result, Window};
 
 use crate::inspect::{FileSystem, GuestContent, inspect};
 
+mod fat;
+
 /// A disk shared by a volume and its caller.
 pub type SharedDisk = Arc<dyn ReadAt + Send + Sync>;
 
@@ -123,6 +125,7 @@ pub fn open_volume(disk: SharedDisk, fs: FileSystem) -> Result<Box<dyn Volume>> 
         FileSystem::Ext(version) => {
             Ok(Box::new(crate::volume_ext::ExtVolume::open(disk, version)?))
         }
+        FileSystem::Fat(_) => fat::open(disk),
         other => {
             let _ = disk;
             Err(Error::unsupported(format!(
