@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod args;
+mod files;
 mod info;
 mod size;
 
@@ -63,9 +64,20 @@ fn run(cli: Cli) -> Result<u8, PathError> {
             out.flush().map_err(|e| PathError::new(&dst, e))?;
             Ok(0)
         }
-        Command::Ls { .. } => Err(unsupported("subcommand 'ls'", NO_FS_READER)),
-        Command::Cat { .. } => Err(unsupported("subcommand 'cat'", NO_FS_READER)),
-        Command::Manifest { .. } => Err(unsupported("subcommand 'manifest'", NO_FS_READER)),
+        Command::Ls {
+            image,
+            part,
+            path,
+            recursive,
+            json,
+        } => files::ls(&image, part, path.as_deref(), recursive, json).map(|()| 0),
+        Command::Cat {
+            image,
+            part,
+            path,
+            stream,
+        } => files::cat(&image, part, &path, stream.as_deref()).map(|()| 0),
+        Command::Manifest { image, part } => files::manifest(&image, part).map(|()| 0),
         Command::Check { .. } => Err(unsupported(
             "subcommand 'check'",
             "container checks are not implemented yet",
@@ -79,7 +91,6 @@ fn run(cli: Cli) -> Result<u8, PathError> {
     }
 }
 
-const NO_FS_READER: &str = "no file-system reader is available yet";
 const NO_COW: &str = "copy-on-write chains are not written yet";
 
 fn unsupported(what: &str, why: &str) -> PathError {
@@ -131,7 +142,10 @@ fn progress_bar() -> ProgressBar {
 
 fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
     if logical {
-        return Err(unsupported("compare --logical", NO_FS_READER));
+        return Err(unsupported(
+            "compare --logical",
+            "logical comparison is not implemented yet",
+        ));
     }
     let ia = open_source(a, false)?;
     let ib = open_source(b, false)?;
@@ -142,7 +156,24 @@ fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
             ib.size()
         );
     }
-    match compare_sectors(&ia, &ib)? {
+    // A read error names the image it came from.
+    let failed = std::sync::atomic::AtomicU8::new(0);
+    let ta = Tagged {
+        disk: &ia,
+        side: 1,
+        failed: &failed,
+    };
+    let tb = Tagged {
+        disk: &ib,
+        side: 2,
+        failed: &failed,
+    };
+    let verdict = compare_sectors(&ta, &tb).map_err(|e| match failed.load(Ordering::Relaxed) {
+        1 => PathError::new(a, e),
+        2 => PathError::new(b, e),
+        _ => PathError::from(e),
+    })?;
+    match verdict {
         Comparison::Equal => {
             println!("Images are identical.");
             Ok(0)
@@ -151,5 +182,36 @@ fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
             println!("Content mismatch at offset {offset} ({offset:#x})!");
             Ok(EXIT_NEGATIVE)
         }
+    }
+}
+
+/// A disk that notes in `failed` which side of a comparison it is when a
+/// read or map query fails.
+struct Tagged<'a, D: ReadAt> {
+    disk: &'a D,
+    side: u8,
+    failed: &'a std::sync::atomic::AtomicU8,
+}
+
+impl<D: ReadAt> Tagged<'_, D> {
+    fn note<T>(&self, r: disk_io::Result<T>) -> disk_io::Result<T> {
+        if r.is_err() {
+            self.failed.store(self.side, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<D: ReadAt> ReadAt for Tagged<'_, D> {
+    fn size(&self) -> u64 {
+        self.disk.size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> disk_io::Result<()> {
+        self.note(self.disk.read_at(offset, buf))
+    }
+
+    fn allocation(&self, offset: u64, length: u64) -> disk_io::Result<disk_io::Extent> {
+        self.note(self.disk.allocation(offset, length))
     }
 }

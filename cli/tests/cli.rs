@@ -225,3 +225,27 @@ fn convert_matches_qemu_img() {
     assert!(ours <= theirs, "ours {ours} blocks, qemu-img {theirs}");
     assert!(ours <= src, "ours {ours} blocks, source {src}");
 }
+
+#[test]
+fn file_system_addressing_errors_are_one_line() {
+    if !have_all(&["sfdisk"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        "truncate -s 4M t.raw && printf 'label: dos\\n2048,,83\\n' | sfdisk -q t.raw",
+        d,
+    );
+    let p = d.join("t.raw");
+    let p = p.to_str().unwrap();
+    // A table but no --part: the partitions are named.
+    let line = assert_one_line_error(&vdisk(&["ls", p]));
+    assert!(line.contains("--part N (1)"), "{line}");
+    // A partition that does not exist.
+    let line = assert_one_line_error(&vdisk(&["manifest", p, "--part", "7"]));
+    assert!(line.contains("no partition 7"), "{line}");
+    // A partition with nothing readable in it.
+    let line = assert_one_line_error(&vdisk(&["cat", p, "--part", "1", "/x"]));
+    assert!(line.contains("partition 1 holds no file system"), "{line}");
+}
