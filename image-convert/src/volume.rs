@@ -10,6 +10,8 @@ use disk_io::{Error, ErrorKind, ReadAt, Result, Window};
 
 use crate::inspect::{FileSystem, GuestContent, inspect};
 
+mod ntfs;
+
 /// A disk shared by a volume and its caller.
 pub type SharedDisk = Arc<dyn ReadAt + Send + Sync>;
 
@@ -120,6 +122,7 @@ pub trait Volume: Send + Sync {
 pub fn open_volume(disk: SharedDisk, fs: FileSystem) -> Result<Box<dyn Volume>> {
     #[allow(clippy::match_single_binding, reason = "each file system adds its arm")]
     match fs {
+        FileSystem::Ntfs => Ok(Box::new(ntfs::NtfsReader::open(disk)?)),
         other => {
             let _ = disk;
             Err(Error::unsupported(format!(
