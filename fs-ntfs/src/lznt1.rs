@@ -129,3 +129,26 @@ fn decompress_chunk(
     }
     Ok(o)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn raw_chunks_and_bad_references() {
+        // An uncompressed chunk is 4096 bytes copied as they are.
+        let mut data = alloc::vec![0xff, 0x3f];
+        data.extend((0..4096).map(|i| i as u8));
+        let mut out = alloc::vec![1u8; 8192];
+        assert_eq!(lznt1_decompress(&data, 0, &mut out).unwrap(), 4096);
+        assert_eq!(out[4095], 0xff);
+        assert!(out[4096..].iter().all(|b| *b == 0));
+        // A back-reference before the start of the chunk.
+        let bad = [0x03, 0xb0, 0x01, 0x00, 0x50];
+        let e = lznt1_decompress(&bad, 0x1000, &mut out).unwrap_err();
+        assert_eq!(e.offset(), Some(0x1000));
+        // A chunk longer than the input.
+        assert!(lznt1_decompress(&[0x10, 0xb0, 0x00], 0, &mut out).is_err());
+    }
+}

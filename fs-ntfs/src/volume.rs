@@ -707,6 +707,14 @@ impl<D: ReadAt> NtfsVolume<D> {
                 if *b == 0 {
                     continue;
                 }
+                let c0 = (byte + i as u64) * 8;
+                if *b == 0xff && c0 + 8 <= clusters {
+                    match out.last_mut() {
+                        Some(r) if r.end == c0 => r.end = c0 + 8,
+                        _ => out.push(c0..c0 + 8),
+                    }
+                    continue;
+                }
                 for bit in 0..8u64 {
                     let c = (byte + i as u64) * 8 + bit;
                     if c >= clusters || b & (1 << bit) == 0 {

@@ -440,6 +440,39 @@ fn damage(img: &Path) {
     assert!(e.to_string().contains("index loop"), "{e}");
     assert_eq!(e.offset(), Some(block as u64));
 
+    // A $MFTMirr that differs from $MFT is reported, not fatal.
+    let mut bytes = pristine.clone();
+    let mirror = vol.boot_sector().mft_mirror_lcn * u64::from(vol.cluster_size());
+    bytes[mirror as usize + 2 * 1024 + 0x100] ^= 0x55;
+    let v = NtfsVolume::open(bytes).unwrap();
+    assert_eq!(v.warnings().len(), 1, "{:?}", v.warnings());
+    assert!(
+        v.warnings()[0].contains("MFT record 2"),
+        "{:?}",
+        v.warnings()
+    );
+
+    // The dirty flag of $VOLUME_INFORMATION.
+    let volume = vol.file(3).unwrap();
+    let info = volume.attributes.iter().find(|a| a.ty == 0x70).unwrap();
+    let mut bytes = pristine.clone();
+    let attr = info.position as usize;
+    let value = attr + u16::from_le_bytes([bytes[attr + 0x14], bytes[attr + 0x15]]) as usize;
+    bytes[value + 10] |= 1;
+    assert!(NtfsVolume::open(bytes).unwrap().is_dirty());
+
+    // An encrypted file is recognised; reading it is unsupported.
+    let f = vol.file(find("frag1")).unwrap();
+    let data = f.attributes.iter().find(|a| a.ty == types::DATA).unwrap();
+    let mut bytes = pristine.clone();
+    bytes[data.position as usize + 0x0d] |= 0x40;
+    let v = NtfsVolume::open(bytes).unwrap();
+    let f = v.file(f.number).unwrap();
+    assert!(f.is_encrypted());
+    let s = f.stream(types::DATA, &[]).unwrap().unwrap();
+    let e = v.read_stream(&s, 0, &mut [0u8; 16]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+
     // An attribute list entry that points into another file's record.
     let with_list = (records::FIRST_USER..vol.record_count())
         .filter_map(|n| vol.file(n).ok())
