@@ -28,10 +28,10 @@ enum Node {
     Link(String),
 }
 
-/// Makes a volume with `cluster`-byte clusters, copies the tree of
+/// Makes a volume with `cluster`-byte clusters and `sector`-byte sectors, copies the tree of
 /// `fill.py` into it through ntfs-3g and runs `post.py` inside the mount.
 /// `None` (skipped, with the reason printed) when FUSE is not available.
-fn build(cluster: u32) -> Option<(tempfile::TempDir, PathBuf)> {
+fn build(cluster: u32, sector: u32) -> Option<(tempfile::TempDir, PathBuf)> {
     if !have_all(&["mkntfs", "ntfs-3g", "python3"]) {
         return None;
     }
@@ -40,7 +40,7 @@ fn build(cluster: u32) -> Option<(tempfile::TempDir, PathBuf)> {
     sh(&format!("python3 {FILL} src"), d);
     sh(
         &format!(
-            "truncate -s 48M v.img && mkntfs -q -F -Q -c {cluster} v.img >/dev/null 2>&1 && mkdir mnt"
+            "truncate -s 48M v.img && mkntfs -q -F -Q -s {sector} -c {cluster} v.img >/dev/null 2>&1 && mkdir mnt"
         ),
         d,
     );
@@ -220,7 +220,9 @@ fn check_volume(cluster: u32, dir: &Path, img: &Path) {
     // The sparse file: data and sparse runs, $DATA in several extents.
     let f = lookup(&vol, "sparse");
     let extents = f.attributes.iter().filter(|a| a.ty == types::DATA).count();
-    assert!(extents >= 2, "{extents} $DATA extents");
+    // 400 runs overflow a 1 KiB FILE record, not a 4 KiB one.
+    let small_records = vol.boot_sector().file_record_size == 1024;
+    assert!(extents >= 2 || !small_records, "{extents} $DATA extents");
     let stream = f.stream(types::DATA, &[]).unwrap().unwrap();
     assert!(stream.flags.sparse());
     let StreamData::Runs(runs) = &stream.data else {
@@ -329,22 +331,23 @@ fn check_volume(cluster: u32, dir: &Path, img: &Path) {
 
 #[test]
 fn mkntfs_512_byte_clusters() {
-    if let Some((dir, img)) = build(512) {
+    if let Some((dir, img)) = build(512, 512) {
         check_volume(512, dir.path(), &img);
     }
 }
 
 #[test]
 fn mkntfs_4k_clusters_and_damage() {
-    if let Some((dir, img)) = build(4096) {
+    if let Some((dir, img)) = build(4096, 512) {
         check_volume(4096, dir.path(), &img);
         damage(&img);
     }
 }
 
 #[test]
-fn mkntfs_64k_clusters() {
-    if let Some((dir, img)) = build(65536) {
+fn mkntfs_64k_clusters_4k_sectors() {
+    // 4 KiB FILE records, index records smaller than a cluster.
+    if let Some((dir, img)) = build(65536, 4096) {
         check_volume(65536, dir.path(), &img);
     }
 }

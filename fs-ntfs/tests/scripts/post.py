@@ -24,6 +24,12 @@ for i in range(300):
     for name in ('frag1', 'frag2'):
         with open(f'{m}/{name}', 'ab') as f:
             f.write(bytes([i % 251]) * 4096)
+# Files created then deleted: the other fillers.
+for name in fillers[1::2]:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
 # A sparse file of 200 islands: hundreds of runs, $DATA in several
 # extents (extension records through $ATTRIBUTE_LIST).
 with open(f'{m}/sparse', 'wb') as f:
@@ -42,9 +48,4 @@ open(f'{m}/winlink', 'wb').close()
 os.setxattr(f'{m}/winlink', 'system.ntfs_reparse_data', reparse(0xa000000c, 'sizes\\f1', 'sizes\\f1', 1))
 os.mkdir(f'{m}/junction')
 os.setxattr(f'{m}/junction', 'system.ntfs_reparse_data', reparse(0xa0000003, '\\??\\C:\\target', 'C:\\target', None))
-# Files created then deleted.
-for name in fillers[1::2]:
-    try:
-        os.unlink(name)
-    except OSError:
-        pass
+
