@@ -30,4 +30,4 @@ pub use record::{FileRecord, RecordFlags, apply_fixups};
 pub use reparse::{Reparse, parse_reparse};
 pub use run_list::{Run, decode_run_list, find_run};
 pub use standard_information::{StandardInformation, dos, ntfs_time_to_unix};
-pub use volume::{LinkTarget, NtfsVolume, records};
+pub use volume::{LinkTarget, MAX_VALUE, NtfsVolume, RECORD_CACHE, records};

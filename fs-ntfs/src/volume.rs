@@ -4,6 +4,7 @@ use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
+use disk_io::sync::Lock;
 use disk_io::{Error, ErrorKind, ReadAt, Result};
 
 use crate::attribute::{Value, parse_attributes, types, utf16, utf16_string};
@@ -63,7 +64,12 @@ pub struct NtfsVolume<D: ReadAt> {
     version: (u8, u8),
     dirty: bool,
     warnings: Vec<String>,
+    /// The most recently read FILE records, newest last.
+    cache: Lock<Vec<FileRecord>>,
 }
+
+/// FILE records kept by the record cache.
+pub const RECORD_CACHE: usize = 64;
 
 impl<D: ReadAt> NtfsVolume<D> {
     /// Opens the volume: boot sector, `$MFT` (through its own runs and
@@ -111,6 +117,7 @@ impl<D: ReadAt> NtfsVolume<D> {
             version: (0, 0),
             dirty: false,
             warnings: Vec::new(),
+            cache: Lock::new(Vec::new()),
         };
         // With an attribute list, the $DATA of $MFT continues in extension
         // records found through the first extent.
@@ -226,8 +233,26 @@ impl<D: ReadAt> NtfsVolume<D> {
 
     /// Reads FILE record `number` (fixups applied).
     pub fn record(&self, number: u64) -> Result<FileRecord> {
+        let hit = self.cache.with_write(|c| {
+            Ok(c.iter().position(|r| r.number == number).map(|i| {
+                let r = c.remove(i);
+                c.push(r.clone());
+                r
+            }))
+        })?;
+        if let Some(r) = hit {
+            return Ok(r);
+        }
         let (bytes, position) = self.record_bytes(number)?;
-        FileRecord::parse(bytes, number, position)
+        let record = FileRecord::parse(bytes, number, position)?;
+        self.cache.with_write(|c| {
+            if c.len() >= RECORD_CACHE {
+                c.remove(0);
+            }
+            c.push(record.clone());
+            Ok(())
+        })?;
+        Ok(record)
     }
 
     /// Reads file `number` with all its attributes, following
