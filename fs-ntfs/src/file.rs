@@ -230,6 +230,23 @@ impl File {
             .unwrap_or(0)
     }
 
+    /// The reparse tag of the file, when it is a reparse point.
+    pub fn reparse_tag(&self) -> Option<u32> {
+        let a = self
+            .attributes
+            .iter()
+            .find(|a| a.ty == types::REPARSE_POINT)?;
+        match &a.value {
+            Value::Resident(v) => disk_io::bytes::le_u32(v, 0),
+            Value::NonResident(_) => self
+                .file_names()
+                .ok()?
+                .first()
+                .map(|n| n.reparse_tag)
+                .filter(|t| *t != 0),
+        }
+    }
+
     /// True when the unnamed `$DATA` stream is encrypted (EFS).
     pub fn is_encrypted(&self) -> bool {
         self.attributes

@@ -27,7 +27,7 @@ pub use index::{IndexBlocks, IndexEntry, IndexRoot, walk_index};
 pub use lznt1::lznt1_decompress;
 pub use probe::probe;
 pub use record::{FileRecord, RecordFlags, apply_fixups};
-pub use reparse::{Reparse, parse_reparse};
+pub use reparse::{Reparse, TAG_DEDUP, TAG_MOUNT_POINT, TAG_SYMLINK, TAG_WOF, parse_reparse};
 pub use run_list::{Run, decode_run_list, find_run};
 pub use standard_information::{StandardInformation, dos, ntfs_time_to_unix};
 pub use volume::{LinkTarget, MAX_VALUE, NtfsVolume, RECORD_CACHE, records};

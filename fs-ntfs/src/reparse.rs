@@ -11,6 +11,13 @@ pub const TAG_SYMLINK: u32 = 0xa000_000c;
 /// Reparse tag of a junction (mount point).
 pub const TAG_MOUNT_POINT: u32 = 0xa000_0003;
 
+/// Reparse tag of a file compressed by the Windows Overlay Filter
+/// (CompactOS): its data is in the `WofCompressedData` stream.
+pub const TAG_WOF: u32 = 0x8000_0017;
+/// Reparse tag of a file whose data Windows deduplication moved into a
+/// chunk store.
+pub const TAG_DEDUP: u32 = 0x8000_0013;
+
 /// What a reparse point says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reparse {

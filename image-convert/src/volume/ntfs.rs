@@ -140,6 +140,22 @@ impl Volume for NtfsReader {
         buf: &mut [u8],
     ) -> Result<usize> {
         let f = self.vol.file(file.handle)?;
+        // The unnamed stream of these reparse points is a sparse placeholder.
+        match f.reparse_tag() {
+            Some(fs_ntfs::TAG_WOF) if stream.is_none() => {
+                return Err(Error::unsupported(format!(
+                    "{}: reading files compressed by the Windows Overlay Filter (CompactOS)",
+                    file.name
+                )));
+            }
+            Some(fs_ntfs::TAG_DEDUP) if stream.is_none() => {
+                return Err(Error::unsupported(format!(
+                    "{}: reading files moved into a Windows deduplication chunk store",
+                    file.name
+                )));
+            }
+            _ => {}
+        }
         let name: Vec<u16> = stream.unwrap_or("").encode_utf16().collect();
         let Some(s) = f.stream(types::DATA, &name)? else {
             return match stream {
