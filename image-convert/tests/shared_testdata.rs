@@ -38,6 +38,9 @@ fn containers_are_detected_by_content() {
         let Some(path) = testdata(rel) else { return };
         let file = FileDisk::open(&path).unwrap();
         assert_eq!(detect(&file).unwrap(), want, "{rel}");
+        if want.format() == Format::Vhd {
+            continue; // read: see vdisk-format/tests/vhd.rs
+        }
         // Recognised, not read yet: an honest error naming the format.
         let err = vdisk_format::Image::open(&path).err().unwrap();
         assert_eq!(err.kind(), disk_io::ErrorKind::Unsupported, "{rel}");

@@ -49,3 +49,37 @@ pub fn qcow2_read(data: &[u8]) {
         }
     }
 }
+
+/// Opens `data` as a VHD image, damaged checksums allowed so the fuzzer
+/// reaches what lies behind them (a differencing disk over a small blank
+/// parent), and reads it: a few offsets, the allocation map's first runs,
+/// and `check`'s walk of the BAT. Must never panic, loop without end, or
+/// allocate without bound.
+pub fn vhd_read(data: &[u8]) {
+    use crate::vhd::Vhd;
+    let image = match Vhd::open_damaged(data, None) {
+        Ok(image) => image,
+        Err(_) => {
+            let parent: crate::chain::Backing = alloc::boxed::Box::new(alloc::vec![0u8; 4096]);
+            match Vhd::open_damaged(data, Some(parent)) {
+                Ok(image) => image,
+                Err(_) => return,
+            }
+        }
+    };
+    let size = image.size();
+    let mut buf = alloc::vec![0u8; 1 << 16];
+    for offset in [0, 4096, size / 3, size / 2, size.saturating_sub(1 << 16)] {
+        let n = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
+        if let Some(b) = buf.get_mut(..n) {
+            let _ = image.read_at(offset, b);
+        }
+    }
+    for run in extents(&image, 0, size).take(64) {
+        if run.is_err() {
+            break;
+        }
+    }
+    #[cfg(feature = "std")]
+    let _ = crate::vhd::check::check_file(data);
+}

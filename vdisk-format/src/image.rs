@@ -172,6 +172,12 @@ impl OpenContext<'_> {
         Ok(parent)
     }
 
+    /// Notes something the caller should know but that is no damage (a
+    /// backup copy of a structure used in place of the primary one).
+    pub fn warn(&mut self, message: String) {
+        self.warnings.push(message);
+    }
+
     /// Reports damage that a careful reader may still read past (a
     /// checksum that does not verify, a parent that changed): an error,
     /// unless the caller allowed damaged images, then a warning.
@@ -312,6 +318,7 @@ fn open_format(
         }),
         Detected::Qcow { version: 1 } => Err(not_read_yet("legacy qcow (version 1)")),
         Detected::Qcow { .. } => crate::qcow2::open_layer(Arc::clone(file), ctx),
+        Detected::Vhd { .. } => crate::vhd::open_layer(Arc::clone(file), ctx),
         other => Err(not_read_yet(other.format().name())),
     }
 }
@@ -320,12 +327,13 @@ fn open_format(
 /// (at `path`, whose neighbours, e.g. VMDK extents, are found under `opts`).
 fn check_file(
     detected: Detected,
-    _file: &FileDisk,
+    file: &FileDisk,
     _path: &Path,
     _opts: &OpenOptions,
 ) -> Result<CheckReport> {
     match detected {
         Detected::Raw(_) => Ok(CheckReport::default()),
+        Detected::Vhd { .. } => crate::vhd::check::check_file(file),
         other => Err(Error::unsupported(format!(
             "checking {} images is not implemented yet",
             other.format()

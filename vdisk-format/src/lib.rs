@@ -10,6 +10,7 @@ mod format;
 pub mod fuzzing;
 pub mod qcow2;
 pub mod raw;
+pub mod vhd;
 
 #[cfg(feature = "std")]
 mod image;

@@ -58,3 +58,12 @@ fn qcow2_corpus_replays() {
         vdisk_format::fuzzing::qcow2_read,
     );
 }
+
+#[test]
+fn vhd_corpus_replays() {
+    test_support::replay_corpus(
+        &["seeds/vhd", "corpus/vhd"],
+        6,
+        vdisk_format::fuzzing::vhd_read,
+    );
+}
