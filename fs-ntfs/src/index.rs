@@ -171,35 +171,7 @@ fn walk_node(
                     e.entry.as_ref().map_or(0, |x| x.position),
                 ));
             };
-            let (mut buf, pos) = blocks.block(vcn)?;
-            if depth + 1 >= MAX_DEPTH {
-                return Err(Error::corrupt(
-                    alloc::format!("index tree deeper than {MAX_DEPTH} levels at VCN {vcn}"),
-                    pos,
-                ));
-            }
-            if !seen.insert(vcn) {
-                return Err(Error::corrupt(
-                    alloc::format!("index loop: the node at VCN {vcn} is reached twice"),
-                    pos,
-                ));
-            }
-            let what = alloc::format!("index record at VCN {vcn}");
-            if buf.get(0..4) != Some(b"INDX") {
-                return Err(Error::corrupt(
-                    alloc::format!("{what} signature (expected \"INDX\")"),
-                    pos,
-                ));
-            }
-            crate::record::apply_fixups(&mut buf, &what, pos)?;
-            let stored = le_u64(&buf, 0x10).unwrap_or(0);
-            if stored != vcn {
-                return Err(Error::corrupt(
-                    alloc::format!("{what} says it is at VCN {stored}"),
-                    pos + 0x10,
-                ));
-            }
-            let children = node_entries(&buf, 0x18, pos, &what)?;
+            let children = load_node(blocks, vcn, seen, depth)?;
             if !walk_node(children, Some(blocks), visit, seen, depth + 1)? {
                 return Ok(false);
             }
@@ -211,4 +183,78 @@ fn walk_node(
         }
     }
     Ok(true)
+}
+
+/// Reads, checks and parses the child node at `vcn` (a node deeper than
+/// [`MAX_DEPTH`] or seen before is an error).
+fn load_node(
+    blocks: &dyn IndexBlocks,
+    vcn: u64,
+    seen: &mut BTreeSet<u64>,
+    depth: usize,
+) -> Result<Vec<NodeEntry>> {
+    let (mut buf, pos) = blocks.block(vcn)?;
+    if depth + 1 >= MAX_DEPTH {
+        return Err(Error::corrupt(
+            alloc::format!("index tree deeper than {MAX_DEPTH} levels at VCN {vcn}"),
+            pos,
+        ));
+    }
+    if !seen.insert(vcn) {
+        return Err(Error::corrupt(
+            alloc::format!("index loop: the node at VCN {vcn} is reached twice"),
+            pos,
+        ));
+    }
+    let what = alloc::format!("index record at VCN {vcn}");
+    if buf.get(0..4) != Some(b"INDX") {
+        return Err(Error::corrupt(
+            alloc::format!("{what} signature (expected \"INDX\")"),
+            pos,
+        ));
+    }
+    crate::record::apply_fixups(&mut buf, &what, pos)?;
+    let stored = le_u64(&buf, 0x10).unwrap_or(0);
+    if stored != vcn {
+        return Err(Error::corrupt(
+            alloc::format!("{what} says it is at VCN {stored}"),
+            pos + 0x10,
+        ));
+    }
+    node_entries(&buf, 0x18, pos, &what)
+}
+
+/// Searches the index as a B+ tree: `compare` orders the wanted key
+/// against an entry's key (`Less`: the wanted key sorts before it).
+/// Returns the first entry that compares `Equal`, descending only into
+/// the one child that can hold the key. Bounded like [`walk_index`].
+pub fn search_index(
+    root: &[u8],
+    root_position: u64,
+    blocks: Option<&dyn IndexBlocks>,
+    compare: &mut dyn FnMut(&IndexEntry) -> Result<core::cmp::Ordering>,
+) -> Result<Option<IndexEntry>> {
+    IndexRoot::parse(root, root_position)?;
+    let mut entries = node_entries(root, 0x10, root_position, "$INDEX_ROOT")?;
+    let mut seen = BTreeSet::new();
+    let mut depth = 0;
+    loop {
+        let mut next = None;
+        for e in entries {
+            if let Some(entry) = &e.entry {
+                match compare(entry)? {
+                    core::cmp::Ordering::Equal => return Ok(e.entry),
+                    core::cmp::Ordering::Greater => continue,
+                    core::cmp::Ordering::Less => {}
+                }
+            }
+            next = e.child;
+            break;
+        }
+        let (Some(vcn), Some(blocks)) = (next, blocks) else {
+            return Ok(None);
+        };
+        entries = load_node(blocks, vcn, &mut seen, depth)?;
+        depth += 1;
+    }
 }

@@ -23,7 +23,7 @@ pub use attribute_list::{AttributeListEntry, parse_attribute_list};
 pub use boot_sector::BootSector;
 pub use file::{File, Stream, StreamData};
 pub use file_name::{FileName, Namespace};
-pub use index::{IndexBlocks, IndexEntry, IndexRoot, walk_index};
+pub use index::{IndexBlocks, IndexEntry, IndexRoot, search_index, walk_index};
 pub use lznt1::lznt1_decompress;
 pub use probe::probe;
 pub use record::{FileRecord, RecordFlags, apply_fixups};

@@ -571,7 +571,21 @@ impl<D: ReadAt> NtfsVolume<D> {
             self.read_value(&s)
         });
         match result {
-            Ok(v) => self.upcase = utf16(&v),
+            Ok(v) => {
+                let table = utf16(&v);
+                // A table that does not even map a-z to A-Z is damaged:
+                // lookups would miss, so compare as ASCII (and scan).
+                let sane = (u16::from(b'a')..=u16::from(b'z'))
+                    .all(|c| table.get(usize::from(c)) == Some(&(c - 32)))
+                    && table.get(usize::from(b'A')) == Some(&u16::from(b'A'));
+                if sane {
+                    self.upcase = table;
+                } else {
+                    self.warnings.push(alloc::string::ToString::to_string(
+                        "$UpCase does not map a-z to A-Z; names compare as ASCII",
+                    ));
+                }
+            }
             Err(e) => self.warnings.push(alloc::format!(
                 "$UpCase cannot be read, names compare as ASCII: {e}"
             )),
@@ -651,9 +665,18 @@ impl<D: ReadAt> NtfsVolume<D> {
     }
 
     /// Finds `name` in directory `dir`: an exact match first, else one
-    /// equal ignoring case (by `$UpCase`); DOS short names match too.
+    /// equal ignoring case (by `$UpCase`); DOS short names match too. With
+    /// `$UpCase` the search descends the B+ tree; without it, it scans.
     pub fn find(&self, dir: &File, name: &str) -> Result<Option<(u64, FileName)>> {
         let want: Vec<u16> = name.encode_utf16().collect();
+        if self.upcase.len() == 65536 {
+            for exact in [true, false] {
+                if let Some(hit) = self.search_dir(dir, &want, exact)? {
+                    return Ok(Some(hit));
+                }
+            }
+            return Ok(None);
+        }
         let mut folded = None;
         let mut exact = None;
         self.walk_dir(dir, &mut |e| {
@@ -668,6 +691,55 @@ impl<D: ReadAt> NtfsVolume<D> {
             Ok(true)
         })?;
         Ok(exact.or(folded))
+    }
+
+    /// Orders `a` against `b` as the `$I30` collation does: upper-cased
+    /// first, then (when `exact`) code unit by code unit.
+    fn collate(&self, a: &[u16], b: &[u16], exact: bool) -> core::cmp::Ordering {
+        let folded = a
+            .iter()
+            .map(|c| self.upcase(*c))
+            .cmp(b.iter().map(|c| self.upcase(*c)));
+        if exact {
+            folded.then_with(|| a.cmp(b))
+        } else {
+            folded
+        }
+    }
+
+    fn search_dir(&self, dir: &File, want: &[u16], exact: bool) -> Result<Option<(u64, FileName)>> {
+        let i30: Vec<u16> = "$I30".encode_utf16().collect();
+        let root = dir.stream(types::INDEX_ROOT, &i30)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                alloc::format!("file {} is not a directory", dir.number),
+            )
+        })?;
+        let StreamData::Resident(root_value) = &root.data else {
+            return Err(Error::corrupt("non-resident $INDEX_ROOT", root.position));
+        };
+        let alloc_stream = dir.stream(types::INDEX_ALLOCATION, &i30)?;
+        let index_record_size =
+            crate::index::IndexRoot::parse(root_value, root.position)?.index_record_size;
+        let blocks = alloc_stream.map(|s| Blocks {
+            vol: self,
+            stream: s,
+            size: index_record_size,
+        });
+        let found = crate::index::search_index(
+            root_value,
+            root.position,
+            blocks.as_ref().map(|b| b as &dyn IndexBlocks),
+            &mut |e| {
+                let n = FileName::parse(&e.key, e.position)?;
+                Ok(self.collate(want, &n.name, exact))
+            },
+        )
+        .map_err(|e| e.context(alloc::format!("directory index of file {}", dir.number)))?;
+        match found {
+            Some(e) => Ok(Some((e.record, FileName::parse(&e.key, e.position)?))),
+            None => Ok(None),
+        }
     }
 
     /// Where a symbolic link or junction points, for reparse points of

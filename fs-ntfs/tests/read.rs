@@ -255,6 +255,18 @@ fn check_volume(cluster: u32, dir: &Path, img: &Path) {
     assert_eq!(name.name_string(), "Mixed Case Ünïcödé.txt");
     assert_eq!(rec, ours["/Mixed Case Ünïcödé.txt"].0);
     assert!(vol.find(&root, "filler-3").unwrap().is_none());
+    // Lookups descend the B+ tree of the 3,000-entry directory.
+    let big = lookup(&vol, "/big");
+    for i in (0..3000).step_by(97).chain([2999]) {
+        let name = format!("entry-{i:05}.txt");
+        let (rec, _) = vol.find(&big, &name).unwrap().unwrap();
+        assert_eq!(rec, ours[&format!("/big/{name}")].0);
+        let (upper, found) = vol.find(&big, &name.to_uppercase()).unwrap().unwrap();
+        assert_eq!((upper, found.name_string()), (rec, name));
+    }
+    assert!(vol.find(&big, "entry-03000.txt").unwrap().is_none());
+    assert!(vol.find(&big, "a").unwrap().is_none());
+    assert!(vol.find(&big, "zzz").unwrap().is_none());
     assert!(ours.keys().all(|p| !p.contains("filler")));
 
     // The Sleuth Kit and ntfs-3g's tools agree.
