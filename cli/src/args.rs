@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind as ClapErrorKind;
 use clap::{Args, Parser, Subcommand};
 use disk_io::Error;
-use image_convert::{Mode, PathError};
+use image_convert::Mode;
 use vdisk_format::Format;
 
 /// Inspect, convert and compare virtual disk images (raw, vmdk, qcow2, vhd, vhdx, vdi).
@@ -95,7 +95,8 @@ pub enum Command {
         dst: PathBuf,
         /// Virtual size: bytes, or a K, M, G or T suffix.
         size: String,
-        /// Make a copy-on-write child of this image.
+        /// Make a copy-on-write child of this image (qcow2; stored as
+        /// given, relative to the new image's directory as in qemu-img).
         #[arg(long, value_name = "PARENT")]
         backing: Option<PathBuf>,
         /// Format options, KEY=VAL[,KEY=VAL].
@@ -164,21 +165,6 @@ fn parse_format(s: &str) -> Result<Format, String> {
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
     s.parse().map_err(|e: Error| e.message().to_owned())
-}
-
-/// Refuses `-o` options: no output format written today takes any.
-pub fn no_options(options: &[String]) -> Result<(), PathError> {
-    match options
-        .iter()
-        .flat_map(|o| o.split(','))
-        .find(|o| !o.is_empty())
-    {
-        None => Ok(()),
-        Some(o) => {
-            let key = o.split('=').next().unwrap_or(o);
-            Err(Error::unsupported(format!("format option '{key}' for this output format")).into())
-        }
-    }
 }
 
 /// Prints a clap error as the contract wants it: help and version on

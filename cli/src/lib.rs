@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod args;
+mod check;
 mod files;
 mod info;
 mod size;
@@ -51,16 +52,16 @@ fn run(cli: Cli) -> Result<u8, PathError> {
             backing,
             options,
         } => {
-            if backing.is_some() {
-                return Err(unsupported(
-                    "create --backing",
-                    "copy-on-write images are not written yet",
-                ));
+            let mut create = vdisk_format::CreateOptions::parse(&options)?;
+            if let Some(parent) = &backing {
+                let name = parent.to_str().ok_or_else(|| {
+                    PathError::new(parent, Error::invalid_input("backing path is not UTF-8"))
+                })?;
+                create.set("backing_file", name)?;
             }
-            args::no_options(&options)?;
             let size = size::parse(&size)?;
-            let out =
-                vdisk_format::create(&dst, format, size).map_err(|e| PathError::new(&dst, e))?;
+            let out = vdisk_format::create_with(&dst, format, size, &create)
+                .map_err(|e| PathError::new(&dst, e))?;
             out.flush().map_err(|e| PathError::new(&dst, e))?;
             Ok(0)
         }
@@ -78,12 +79,18 @@ fn run(cli: Cli) -> Result<u8, PathError> {
             stream,
         } => files::cat(&image, part, &path, stream.as_deref()).map(|()| 0),
         Command::Manifest { image, part } => files::manifest(&image, part).map(|()| 0),
-        Command::Check { .. } => Err(unsupported(
-            "subcommand 'check'",
-            "container checks are not implemented yet",
-        )),
-        Command::Commit { .. } => Err(unsupported("subcommand 'commit'", NO_COW)),
-        Command::Rebase { .. } => Err(unsupported("subcommand 'rebase'", NO_COW)),
+        Command::Check { image, json } => check::run(&image, json),
+        Command::Commit { overlay } => vdisk_format::qcow2::commit::commit(&overlay)
+            .map(|_| 0)
+            .map_err(|e| PathError::new(&overlay, e)),
+        Command::Rebase { overlay, backing } => {
+            let name = backing.to_str().ok_or_else(|| {
+                PathError::new(&backing, Error::invalid_input("backing path is not UTF-8"))
+            })?;
+            vdisk_format::qcow2::commit::rebase(&overlay, name)
+                .map(|()| 0)
+                .map_err(|e| PathError::new(&overlay, e))
+        }
         Command::Serve { .. } => Err(unsupported(
             "subcommand 'serve'",
             "the NBD server is not implemented yet",
@@ -91,14 +98,12 @@ fn run(cli: Cli) -> Result<u8, PathError> {
     }
 }
 
-const NO_COW: &str = "copy-on-write chains are not written yet";
-
 fn unsupported(what: &str, why: &str) -> PathError {
     PathError::from(Error::unsupported(format!("{what}: {why}")))
 }
 
 fn convert(args: ConvertArgs) -> Result<(), PathError> {
-    args::no_options(&args.options)?;
+    let create = vdisk_format::CreateOptions::parse(&args.options)?;
     let size = args.size.as_deref().map(size::parse).transpose()?;
     // Ctrl-C stops the copy; the temporary output is removed on the way out.
     let cancel = Arc::new(AtomicBool::new(false));
@@ -122,6 +127,7 @@ fn convert(args: ConvertArgs) -> Result<(), PathError> {
         cancel: Some(&cancel),
         allow_unrecognised: false,
         sync: false,
+        create: Some(&create),
     };
     let result = image_convert::convert(&args.src, &args.dst, &opts, &mut progress);
     if let Some(bar) = bar {

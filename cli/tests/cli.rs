@@ -135,7 +135,7 @@ fn create_info_convert_compare_on_raw() {
     // Options raw does not take, formats not written yet, modes not built yet.
     for args in [
         vec!["convert", a_s, "c", "-O", "raw", "-o", "compat=1.1"],
-        vec!["convert", a_s, "c", "-O", "qcow2"],
+        vec!["convert", a_s, "c", "-O", "qcow2", "-o", "frobnicate=1"],
         vec!["convert", a_s, "c", "-O", "raw", "--mode", "used"],
         vec!["convert", a_s, "c", "-O", "raw", "--size", "1M"],
         vec!["convert", a_s, a_s, "-O", "raw"],

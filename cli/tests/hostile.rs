@@ -230,7 +230,7 @@ fn mutated_images_never_panic_hang_or_blow_up() {
             // (process start-up dominates; the library saw them all).
             if i % 3 == 0 {
                 through_cli(d, &file, &format!("info --json {file}"), &what);
-                // through_cli(d, &file, &format!("check {file}"), &what);
+                through_cli(d, &file, &format!("check {file}"), &what);
                 through_cli(
                     d,
                     &file,

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
 
-use disk_io::{Error, ErrorKind, ReadAt, WriteAt};
-use vdisk_format::{Format, Image};
+use disk_io::{Error, ErrorKind, ReadAt};
+use vdisk_format::{CreateOptions, Format, Image};
 
 use crate::copy::{CopyOptions, CopyStats, Side, copy_sectors};
 use crate::inspect::is_recognised;
@@ -117,6 +117,8 @@ pub struct ConvertOptions<'a> {
     /// the output is complete before the rename but may still sit in the
     /// page cache, as with `qemu-img convert` and `cp`, which never sync.
     pub sync: bool,
+    /// Options of the output format (`-o KEY=VAL`); its defaults when `None`.
+    pub create: Option<&'a CreateOptions>,
 }
 
 /// Converts the image at `src` into a new image at `dst`.
@@ -159,22 +161,36 @@ pub fn convert(
     refuse_same_file(src, dst)?;
 
     let temp = TempOutput::new(dst)?;
-    let out = vdisk_format::create(&temp.path, format, size).map_err(|e| PathError::new(dst, e))?;
+    let defaults = CreateOptions::new();
+    let create = opts.create.unwrap_or(&defaults);
+    // The copy skips zeros, which a child would read from its parent.
+    if create.get("backing_file").is_some() {
+        return Err(Error::unsupported(
+            "format option 'backing_file' for convert output (make the child with create --backing)",
+        )
+        .into());
+    }
+    let output = vdisk_format::create_output(&temp.path, format, size, create)
+        .map_err(|e| PathError::new(dst, e))?;
+    let out = &*output.disk;
     let copy_opts = CopyOptions {
         destination_is_zero: true,
         cancel: opts.cancel,
-        // Raw output takes writes in any order.
-        threads: 0,
+        // Compressed output is written front to back (compressing runs on
+        // the output's own threads); the others take writes in any order.
+        threads: if create.sequential() { 1 } else { 0 },
     };
-    let stats = copy_sectors(&image, &*out, &copy_opts, progress).map_err(|e| match e.side {
+    let stats = copy_sectors(&image, out, &copy_opts, progress).map_err(|e| match e.side {
         Side::Source => PathError::new(src, e.error),
         Side::Destination => PathError::new(dst, e.error),
         Side::Neither => PathError::from(e.error),
     })?;
+    // Compressed output holds its last clusters until finished.
+    output.finish().map_err(|e| PathError::new(dst, e))?;
     if opts.sync {
         out.flush().map_err(|e| PathError::new(dst, e))?;
     }
-    drop(out);
+    drop(output);
     temp.commit(opts.sync)?;
     Ok(stats)
 }

@@ -41,6 +41,13 @@ fn containers_are_detected_by_content() {
         if want.format() == Format::Vhd {
             continue; // read: see vdisk-format/tests/vhd.rs
         }
+        if want.format() == Format::Vmdk {
+            // VMDK is read: sparse files open; the descriptor-only ones
+            // lack their extent files (vdisk-format/tests/vmdk.rs).
+            let opened = vdisk_format::Image::open(&path);
+            assert_eq!(opened.is_ok(), want == Detected::VmdkSparse, "{rel}");
+            continue;
+        }
         // Recognised, not read yet: an honest error naming the format.
         let err = vdisk_format::Image::open(&path).err().unwrap();
         assert_eq!(err.kind(), disk_io::ErrorKind::Unsupported, "{rel}");

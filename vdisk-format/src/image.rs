@@ -318,7 +318,11 @@ fn open_format(
         }),
         Detected::Qcow { version: 1 } => Err(not_read_yet("legacy qcow (version 1)")),
         Detected::Qcow { .. } => crate::qcow2::open_layer(Arc::clone(file), ctx),
+        Detected::Vdi => crate::vdi::open_layer(Arc::clone(file), ctx),
         Detected::Vhd { .. } => crate::vhd::open_layer(Arc::clone(file), ctx),
+        Detected::VmdkSparse | Detected::VmdkDescriptor | Detected::VmdkCowd => {
+            crate::vmdk::open_layer(Arc::clone(file), detected, ctx)
+        }
         other => Err(not_read_yet(other.format().name())),
     }
 }
@@ -328,12 +332,17 @@ fn open_format(
 fn check_file(
     detected: Detected,
     file: &FileDisk,
-    _path: &Path,
-    _opts: &OpenOptions,
+    path: &Path,
+    opts: &OpenOptions,
 ) -> Result<CheckReport> {
     match detected {
         Detected::Raw(_) => Ok(CheckReport::default()),
+        Detected::Qcow { version: 2 | 3 } => crate::qcow2::check::check(file),
+        Detected::Vdi => crate::vdi::check(file),
         Detected::Vhd { .. } => crate::vhd::check::check_file(file),
+        Detected::VmdkSparse | Detected::VmdkDescriptor | Detected::VmdkCowd => {
+            crate::vmdk::check_layer(detected, file, path, opts)
+        }
         other => Err(Error::unsupported(format!(
             "checking {} images is not implemented yet",
             other.format()
@@ -356,7 +365,12 @@ pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
 /// Where the file `name`, named inside the image at `child`, is: relative
 /// to the child's directory, and inside it unless allowed. `what` names
 /// the reference (`backing file`, `extent`) in messages.
-fn resolve_named(child: &Path, name: &str, what: &str, opts: &OpenOptions) -> Result<PathBuf> {
+pub(crate) fn resolve_named(
+    child: &Path,
+    name: &str,
+    what: &str,
+    opts: &OpenOptions,
+) -> Result<PathBuf> {
     let dir = match child.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -404,14 +418,73 @@ impl ReadAt for Image {
 /// Creates a new image of `format` at `path` holding `size` zero bytes,
 /// writable through the returned handle. Fails if `path` exists.
 ///
-/// Only raw is written yet; other formats are `Unsupported` errors.
+/// Raw and qcow2 are written; other formats are `Unsupported` errors.
 pub fn create(
     path: impl AsRef<Path>,
     format: Format,
     size: u64,
 ) -> Result<Box<dyn WriteAt + Send + Sync>> {
+    create_with(path, format, size, &crate::CreateOptions::new())
+}
+
+/// [`create`] with format options (`-o KEY=VAL`): unknown keys are
+/// `Unsupported` errors naming the key. A qcow2 image with
+/// `compress=on` must be written front to back; its last clusters are
+/// stored by `flush` or when it is dropped (errors then lost: use
+/// [`create_output`] to see them).
+pub fn create_with(
+    path: impl AsRef<Path>,
+    format: Format,
+    size: u64,
+    opts: &crate::CreateOptions,
+) -> Result<Box<dyn WriteAt + Send + Sync>> {
+    Ok(create_output(path, format, size, opts)?.disk)
+}
+
+/// A new image being written, with what completes it.
+pub struct Output {
+    /// The guest disk of the new image.
+    pub disk: Box<dyn WriteAt + Send + Sync>,
+    qcow2: Option<Arc<crate::qcow2::write::Qcow2Writer>>,
+}
+
+impl Output {
+    /// Stores what the image still buffers (compressed clusters), without
+    /// syncing: after it, the file is a complete image.
+    pub fn finish(&self) -> Result<()> {
+        match &self.qcow2 {
+            Some(q) => q.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// [`create_with`], keeping the means to [`Output::finish`] the image.
+pub fn create_output(
+    path: impl AsRef<Path>,
+    format: Format,
+    size: u64,
+    opts: &crate::CreateOptions,
+) -> Result<Output> {
     match format {
-        Format::Raw => Ok(Box::new(Raw::new(FileDisk::create(path, size)?))),
+        Format::Raw => {
+            opts.only(&[], "raw")?;
+            Ok(Output {
+                disk: Box::new(Raw::new(FileDisk::create(path, size)?)),
+                qcow2: None,
+            })
+        }
+        Format::Qcow2 => {
+            let q = Arc::new(crate::qcow2::write::create_image(
+                path.as_ref(),
+                size,
+                opts,
+            )?);
+            Ok(Output {
+                disk: Box::new(Arc::clone(&q)),
+                qcow2: Some(q),
+            })
+        }
         other => Err(Error::unsupported(alloc::format!(
             "writing {other} images: this format is not written yet"
         ))),

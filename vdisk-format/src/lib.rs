@@ -8,9 +8,13 @@ mod check;
 mod detect;
 mod format;
 pub mod fuzzing;
+#[cfg(feature = "std")]
+mod options;
 pub mod qcow2;
 pub mod raw;
+pub mod vdi;
 pub mod vhd;
+pub mod vmdk;
 
 #[cfg(feature = "std")]
 mod image;
@@ -20,4 +24,8 @@ pub use detect::{Detected, PROBE_LEN, RawContent, detect, probe_raw_content};
 pub use format::Format;
 
 #[cfg(feature = "std")]
-pub use image::{BackingFile, Image, ImageInfo, OpenOptions, check, create};
+pub use image::{
+    BackingFile, Image, ImageInfo, OpenOptions, Output, check, create, create_output, create_with,
+};
+#[cfg(feature = "std")]
+pub use options::CreateOptions;

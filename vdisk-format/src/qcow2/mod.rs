@@ -7,7 +7,16 @@
 //! the caller's policy (see `Image::open`). External data files and
 //! encrypted images are refused as `Unsupported`.
 
+pub mod check;
+#[cfg(feature = "std")]
+pub mod commit;
+#[cfg(feature = "std")]
+pub mod create;
 pub mod header;
+#[cfg(feature = "std")]
+mod refcount;
+#[cfg(feature = "std")]
+pub mod write;
 
 use alloc::boxed::Box;
 use alloc::format;
