@@ -488,6 +488,21 @@ fn damage(img: &Path) {
     let e = v.read_stream(&s, 0, &mut [0u8; 16]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
 
+    // An extension record holding an $ATTRIBUTE_LIST of its own (lists
+    // that lead to lists) is refused, not followed.
+    let f = vol.file(find("sparse")).unwrap();
+    let moved = f
+        .attributes
+        .iter()
+        .find(|a| a.record != f.number)
+        .expect("an extension record");
+    let mut bytes = pristine.clone();
+    bytes[moved.position as usize] = 0x20;
+    let v = NtfsVolume::open(bytes).unwrap();
+    let e = v.file(f.number).unwrap_err();
+    assert!(e.to_string().contains("(a cycle)"), "{e}");
+    assert_eq!(e.offset(), Some(moved.position));
+
     // An attribute list entry that points into another file's record.
     let with_list = (records::FIRST_USER..vol.record_count())
         .filter_map(|n| vol.file(n).ok())
