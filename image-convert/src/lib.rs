@@ -5,7 +5,6 @@ mod convert;
 mod copy;
 mod inspect;
 pub mod volume;
-mod volume_ext;
 
 pub use compare::{Comparison, compare_sectors};
 pub use convert::{ConvertOptions, Mode, PathError, convert, open_source};

@@ -10,7 +10,9 @@ use disk_io::{Error, ErrorKind, ReadAt, Result, Window};
 
 use crate::inspect::{FileSystem, GuestContent, inspect};
 
+mod ext;
 mod fat;
+mod ntfs;
 
 /// A disk shared by a volume and its caller.
 pub type SharedDisk = Arc<dyn ReadAt + Send + Sync>;
@@ -118,21 +120,12 @@ pub trait Volume: Send + Sync {
     ) -> Result<usize>;
 }
 
-/// Opens the file system `fs` found on `disk`, or says it has no reader yet.
+/// Opens the file system `fs` found on `disk`.
 pub fn open_volume(disk: SharedDisk, fs: FileSystem) -> Result<Box<dyn Volume>> {
-    #[allow(clippy::match_single_binding, reason = "each file system adds its arm")]
     match fs {
-        FileSystem::Ext(version) => {
-            Ok(Box::new(crate::volume_ext::ExtVolume::open(disk, version)?))
-        }
+        FileSystem::Ext(version) => Ok(Box::new(ext::ExtVolume::open(disk, version)?)),
         FileSystem::Fat(_) => fat::open(disk),
-        other => {
-            let _ = disk;
-            Err(Error::unsupported(format!(
-                "{} file systems cannot be read yet",
-                other.name()
-            )))
-        }
+        FileSystem::Ntfs => Ok(Box::new(ntfs::NtfsReader::open(disk)?)),
     }
 }
 

@@ -1,0 +1,32 @@
+//! The fuzz seeds and corpus of the `ntfs` target replay without panics,
+//! and a packed seed reads like the volume it was packed from.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use fs_ntfs::fuzzing::{Packed, ntfs_read, pack};
+use fs_ntfs::{NtfsVolume, records};
+use test_support::testdata;
+
+#[test]
+fn fuzz_seeds_and_corpus_replay() {
+    let n = test_support::replay_corpus(&["seeds/ntfs", "corpus/ntfs"], 5, ntfs_read);
+    assert!(n >= 5);
+}
+
+#[test]
+fn packed_volume_reads_like_the_original() {
+    let Some(path) = testdata("ntfs-colinfinck/testfs1") else {
+        return;
+    };
+    let image = std::fs::read(path).unwrap();
+    let packed = pack(&image[..], 16 << 10, 1 << 20).unwrap();
+    assert!(packed.len() <= 1 << 20);
+    let disk = Packed::parse(&packed).unwrap();
+    let vol = NtfsVolume::open(&disk).unwrap();
+    assert_eq!(vol.label(), Some("mylabel"));
+    let root = vol.file(records::ROOT).unwrap();
+    let (rec, _) = vol.find(&root, "many_subdirs").unwrap().unwrap();
+    let dir = vol.file(rec).unwrap();
+    let names = vol.read_dir(&dir).unwrap();
+    assert!(names.len() >= 512);
+}
