@@ -316,7 +316,9 @@ fn open_format(
             subformat: None,
             cluster_size: None,
         }),
-        Detected::Qcow { version: 1 } => Err(not_read_yet("legacy qcow (version 1)")),
+        Detected::Qcow { version: 1 } => Err(Error::unsupported(
+            "legacy qcow (version 1) image: only qcow2 (versions 2 and 3) is read",
+        )),
         Detected::Qcow { .. } => crate::qcow2::open_layer(Arc::clone(file), ctx),
         Detected::Vdi => crate::vdi::open_layer(Arc::clone(file), ctx),
         Detected::Vhd { .. } => crate::vhd::open_layer(Arc::clone(file), ctx),
@@ -324,7 +326,6 @@ fn open_format(
         Detected::VmdkSparse | Detected::VmdkDescriptor | Detected::VmdkCowd => {
             crate::vmdk::open_layer(Arc::clone(file), detected, ctx)
         }
-        other => Err(not_read_yet(other.format().name())),
     }
 }
 
@@ -395,12 +396,6 @@ pub(crate) fn resolve_named(
         )));
     }
     Ok(real)
-}
-
-fn not_read_yet(what: &str) -> Error {
-    Error::unsupported(alloc::format!(
-        "{what} image: this format is detected but not read yet"
-    ))
 }
 
 impl ReadAt for Image {
