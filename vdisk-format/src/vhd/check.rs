@@ -13,7 +13,7 @@ use crate::CheckReport;
 
 /// Checks the VHD metadata of `file`. An error means the footer (or the
 /// header and BAT it leads to) could not be read at all.
-pub(crate) fn check_file<D: ReadAt + ?Sized>(file: &D) -> Result<CheckReport> {
+pub fn check_file<D: ReadAt + ?Sized>(file: &D) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let meta = Metadata::read(file, &mut |i| {
         match i {

@@ -17,7 +17,7 @@
 //! one is missing or does not verify.
 
 pub mod bat;
-pub(crate) mod check;
+pub mod check;
 pub mod dynamic_header;
 pub mod footer;
 pub mod parent_locator;
