@@ -316,3 +316,46 @@ fn backing_paths_are_policed() {
         open("l64.qcow2")
     );
 }
+
+#[test]
+fn external_data_files_read_like_qemu_reads_them() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let writes = CONTENTS[1].1;
+    for (name, raw) in [("x-raw.qcow2", "on"), ("x.qcow2", "off")] {
+        let data = format!("{name}.data");
+        sh(
+            &format!(
+                "qemu-img create -q -f qcow2 -o data_file={data},data_file_raw={raw} {name} 64M && qemu-io -f qcow2 {writes} {name} >/dev/null"
+            ),
+            d,
+        );
+        check(d, name);
+        // The check counts what qemu-img check counts: nothing wrong.
+        let report = vdisk_format::check(d.join(name)).unwrap();
+        assert!(report.is_clean(), "{name}: {report:?}");
+        sh(&format!("qemu-img check -q {name}"), d);
+        assert_eq!(
+            Image::open(d.join(name)).unwrap().format(),
+            Format::Qcow2,
+            "{name}"
+        );
+    }
+    // The data file is found under the path policy of backing files.
+    sh(
+        "mkdir -p sub other && cd sub && qemu-img create -q -f qcow2 -o data_file=../other/d.raw esc.qcow2 1M",
+        d,
+    );
+    let err = Image::open(d.join("sub/esc.qcow2")).err().unwrap();
+    assert!(
+        err.to_string().contains("external data file") && err.to_string().contains("outside"),
+        "{err}"
+    );
+    // A missing data file is named.
+    sh("rm x.qcow2.data", d);
+    let err = Image::open(d.join("x.qcow2")).err().unwrap();
+    assert!(err.to_string().contains("x.qcow2.data"), "{err}");
+}

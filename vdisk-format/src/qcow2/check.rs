@@ -446,12 +446,15 @@ impl<D: ReadAt + ?Sized> Walker<'_, D> {
                     "ERROR offset={host:#x}: Data cluster is not properly aligned; L2 entry at offset {at:#x} corrupted"
                 ));
             }
-            counter.add(
-                report,
-                host & !(cs - 1),
-                cs,
-                &format!("data cluster of L2 entry at {at:#x}"),
-            );
+            // Clusters of an external data file are not refcounted.
+            if !h.has_data_file() {
+                counter.add(
+                    report,
+                    host & !(cs - 1),
+                    cs,
+                    &format!("data cluster of L2 entry at {at:#x}"),
+                );
+            }
         }
     }
 
@@ -626,7 +629,7 @@ impl<D: ReadAt + ?Sized> Walker<'_, D> {
             for pair in table.chunks(step) {
                 let entry = pair.first().copied().unwrap_or(0);
                 let host = entry & OFFSET_MASK;
-                if entry & COMPRESSED != 0 || host == 0 {
+                if entry & COMPRESSED != 0 || host == 0 || h.has_data_file() {
                     continue;
                 }
                 let Some(refcount) = stored.get(host >> h.cluster_bits) else {

@@ -18,6 +18,9 @@ pub const MAX_L1_BYTES: u64 = 32 << 20;
 /// Longest backing file name the specification allows.
 pub const MAX_BACKING_NAME: u32 = 1023;
 
+/// Header extension naming the external data file ("DATA").
+pub const EXT_DATA_FILE: u32 = 0x4441_5441;
+
 /// Incompatible feature bits.
 pub mod incompatible {
     /// Refcounts may be inconsistent (lazy refcounts, unclean shutdown).
@@ -78,6 +81,9 @@ pub struct Header {
     pub backing_file: Option<String>,
     /// Backing file format from the header extension, when given.
     pub backing_format: Option<String>,
+    /// External data file name (header extension `0x44415441`), when the
+    /// image keeps its guest data in another file.
+    pub data_file: Option<String>,
 }
 
 impl Header {
@@ -163,12 +169,6 @@ impl Header {
             ))
             .at(72));
         }
-        if incompatible_features & incompatible::EXTERNAL_DATA_FILE != 0 {
-            return Err(Error::unsupported(
-                "qcow2 image with an external data file (not read yet)",
-            )
-            .at(72));
-        }
         if refcount_order > 6 {
             return Err(Error::corrupt(
                 format!("qcow2 header: refcount_order {refcount_order} > 6"),
@@ -219,6 +219,7 @@ impl Header {
             compression,
             backing_file: None,
             backing_format: None,
+            data_file: None,
         };
         // The L1 table must cover the guest and fit in the file.
         let covered_per_l1 = header.l2_entries() * cluster_size;
@@ -252,7 +253,24 @@ impl Header {
         }
         let mut header = header;
         header.read_backing(file, &head)?;
+        if header.has_data_file() && header.data_file.is_none() {
+            return Err(Error::corrupt(
+                "qcow2 header: external data file bit set, but no data file name extension",
+                72,
+            ));
+        }
         Ok(header)
+    }
+
+    /// True when guest data lives in an external data file.
+    pub fn has_data_file(&self) -> bool {
+        self.incompatible_features & incompatible::EXTERNAL_DATA_FILE != 0
+    }
+
+    /// True when the external data file is a raw image of the guest
+    /// (autoclear bit 1): guest offset and data-file offset are equal.
+    pub fn raw_data_file(&self) -> bool {
+        self.has_data_file() && self.autoclear_features & 2 != 0
     }
 
     /// Reads the backing file name and the header extensions.
@@ -283,6 +301,11 @@ impl Header {
             if kind == 0xe279_2aca {
                 if let Some(d) = data {
                     self.backing_format = Some(String::from_utf8_lossy(d).into_owned());
+                }
+            }
+            if kind == EXT_DATA_FILE {
+                if let Some(d) = data {
+                    self.data_file = Some(String::from_utf8_lossy(d).into_owned());
                 }
             }
             at += 8 + (ext_len as usize).div_ceil(8) * 8;

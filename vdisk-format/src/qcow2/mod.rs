@@ -4,8 +4,9 @@
 //!
 //! An image with a backing file is opened with its parent disk given by the
 //! caller ([`Qcow2::with_backing`]); finding and checking that parent is
-//! the caller's policy (see `Image::open`). External data files and
-//! encrypted images are refused as `Unsupported`.
+//! the caller's policy (see `Image::open`), and so is finding an external
+//! data file ([`Qcow2::with_files`]; raw or not). Encrypted images are
+//! refused as `Unsupported`.
 
 pub mod check;
 #[cfg(feature = "std")]
@@ -32,6 +33,9 @@ pub use header::{Compression, Header};
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 /// L2 entry: the cluster is compressed.
 const COMPRESSED: u64 = 1 << 62;
+/// L1/L2 entry: refcount exactly one (with an external data file, also
+/// "allocated" for a cluster at host offset 0).
+const COPIED: u64 = 1 << 63;
 /// Standard L2 entry (v3): the cluster reads as zeros.
 const ZERO: u64 = 1;
 /// Subclusters per cluster with extended L2 entries.
@@ -137,6 +141,8 @@ use crate::chain::{parent_allocation, read_parent};
 /// ```
 pub struct Qcow2<D> {
     file: D,
+    /// The external data file, for images that keep guest data apart.
+    data: Option<Backing>,
     backing: Option<Backing>,
     header: Header,
     l1: Vec<u64>,
@@ -154,7 +160,29 @@ impl<D: ReadAt> Qcow2<D> {
     /// Opens the qcow2 image stored in `file` on top of `backing`, which
     /// must be given exactly when the header names a backing file.
     pub fn with_backing(file: D, backing: Option<Backing>) -> Result<Self> {
+        Qcow2::with_files(file, backing, None)
+    }
+
+    /// Opens the qcow2 image stored in `file` on top of `backing`, with
+    /// its guest data in `data` when the header says it has an external
+    /// data file (which must then be given; finding it is the caller's
+    /// policy, as for the backing file).
+    pub fn with_files(file: D, backing: Option<Backing>, data: Option<Backing>) -> Result<Self> {
         let header = Header::read(&file)?;
+        match (&header.data_file, &data) {
+            (Some(name), None) => {
+                return Err(Error::invalid_input(format!(
+                    "qcow2 image keeps its data in the external file '{name}': open it with that file"
+                ))
+                .at(72));
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid_input(
+                    "qcow2 image has no external data file, but one was given",
+                ));
+            }
+            _ => {}
+        }
         match (&header.backing_file, &backing) {
             (Some(name), None) => {
                 return Err(Error::invalid_input(format!(
@@ -178,6 +206,7 @@ impl<D: ReadAt> Qcow2<D> {
         let l2_cache_tables = (L2_CACHE_BYTES / header.cluster_size()).max(4) as usize;
         Ok(Qcow2 {
             file,
+            data,
             backing,
             header,
             l1,
@@ -267,6 +296,12 @@ impl<D: ReadAt> Qcow2<D> {
         let cluster_start = cluster << h.cluster_bits;
         let entry_at = l2_offset + (cluster % l2_entries) * h.l2_entry_size();
         if entry & COMPRESSED != 0 {
+            if self.data.is_some() {
+                return Err(Error::corrupt(
+                    "qcow2 compressed cluster in an image with an external data file",
+                    entry_at,
+                ));
+            }
             let x = 62 - (h.cluster_bits - 8);
             let host = entry & ((1u64 << x) - 1);
             let sectors = (entry >> x) & ((1u64 << (h.cluster_bits - 8)) - 1);
@@ -305,7 +340,9 @@ impl<D: ReadAt> Qcow2<D> {
         if h.version >= 3 && entry & ZERO != 0 {
             return Ok((Unit::Zero, s, e));
         }
-        if host == 0 {
+        // Offset 0 is unallocated, except in an external data file when
+        // bit 63 says the cluster is there (at the file's start).
+        if host == 0 && !(self.data.is_some() && entry & COPIED != 0) {
             return Ok((Unit::Unallocated, s, e));
         }
         self.check_host(host, entry_at)?;
@@ -313,7 +350,15 @@ impl<D: ReadAt> Qcow2<D> {
     }
 
     fn check_host(&self, host: u64, entry_at: u64) -> Result<()> {
-        if host == 0 || !host.is_multiple_of(self.header.cluster_size()) || host >= self.file.size()
+        // Data lives in the external data file when there is one; a raw
+        // one may hold its first cluster at offset 0.
+        let (end, zero_ok) = match &self.data {
+            Some(d) => (d.size(), true),
+            None => (self.file.size(), false),
+        };
+        if (host == 0 && !zero_ok)
+            || !host.is_multiple_of(self.header.cluster_size())
+            || host >= end
         {
             return Err(Error::corrupt(
                 format!(
@@ -329,9 +374,13 @@ impl<D: ReadAt> Qcow2<D> {
     /// (qemu does not always write the tail of the last one): that part
     /// reads as zeros.
     fn read_host(&self, host: u64, buf: &mut [u8]) -> Result<()> {
-        let available = self.file.size().saturating_sub(host).min(buf.len() as u64) as usize;
+        let file: &dyn ReadAt = match &self.data {
+            Some(d) => d,
+            None => &self.file,
+        };
+        let available = file.size().saturating_sub(host).min(buf.len() as u64) as usize;
         let (head, tail) = buf.split_at_mut(available);
-        self.file.read_at(host, head)?;
+        file.read_at(host, head)?;
         tail.fill(0);
         Ok(())
     }
@@ -559,7 +608,17 @@ pub(crate) fn open_layer(
             Some(ctx.open_parent(name, expect)?.into_guest())
         }
     };
-    let q = Qcow2::with_backing(file, backing)?;
+    // The data file is found under the same path policy as parents.
+    let data = match &header.data_file {
+        None => None,
+        Some(name) => {
+            let path = ctx.resolve(name, "external data file")?;
+            let disk = disk_io::FileDisk::open(&path)
+                .map_err(|e| e.context(format!("external data file {}", path.display())))?;
+            Some(Box::new(disk) as Backing)
+        }
+    };
+    let q = Qcow2::with_files(file, backing, data)?;
     let cluster_size = Some(q.header().cluster_size());
     Ok(crate::image::Layer {
         guest: Box::new(q),

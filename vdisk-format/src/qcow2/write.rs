@@ -187,10 +187,13 @@ impl Qcow2Writer {
                 1u32 << h.refcount_order
             )));
         }
-        let refused = incompatible::DIRTY | incompatible::CORRUPT | incompatible::EXTENDED_L2;
+        let refused = incompatible::DIRTY
+            | incompatible::CORRUPT
+            | incompatible::EXTENDED_L2
+            | incompatible::EXTERNAL_DATA_FILE;
         if h.incompatible_features & refused != 0 {
             return Err(Error::unsupported(format!(
-                "writing qcow2 images with incompatible features {:#x} (dirty, corrupt or extended L2)",
+                "writing qcow2 images with incompatible features {:#x} (dirty, corrupt, external data file or extended L2)",
                 h.incompatible_features & refused
             ))
             .at(72));
