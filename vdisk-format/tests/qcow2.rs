@@ -10,7 +10,7 @@ use disk_io::{Allocation, ReadAt, extents};
 use test_support::{have_all, sh};
 use vdisk_format::{Format, Image};
 
-/// Guest contents: none, scattered pattern and zero writes, or 8 MiB of
+/// Guest contents: none, scattered pattern and zero writes, or 64 MiB of
 /// random data.
 const CONTENTS: [(&str, &str); 3] = [
     ("empty", ""),
@@ -105,7 +105,7 @@ fn qemu_made_images_read_like_qemu_reads_them() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    sh("head -c 8M /dev/urandom > random.bin", d);
+    sh("head -c 64M /dev/urandom > random.bin", d);
     for compat in ["0.10", "1.1"] {
         for cluster in ["512", "64k", "2M"] {
             for (content, cmds) in CONTENTS {
@@ -116,7 +116,7 @@ fn qemu_made_images_read_like_qemu_reads_them() {
                     d,
                 );
                 let write = match content {
-                    "random" => "-c 'write -s random.bin 20M 8M'",
+                    "random" => "-c 'write -s random.bin 0 64M'",
                     "empty" => "",
                     _ => cmds,
                 };

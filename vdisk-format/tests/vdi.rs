@@ -106,13 +106,13 @@ fn qemu_made_images_read_like_qemu_reads_them() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    sh("head -c 16M /dev/urandom > random.bin", d);
+    sh("head -c 64M /dev/urandom > random.bin", d);
     let scattered = "-c 'write -P 0x11 0 4k' -c 'write -P 0x22 1M 3M' -c 'write -z 2M 512k' -c 'write -P 0x33 63M 1M' -c 'write -P 0x44 33M 5k' -c 'write -z 40M 4M' -c 'write -P 0x55 50M 1'";
     for (kind, opts) in [("dynamic", ""), ("static", "-o static=on")] {
         for (content, cmds) in [
             ("empty", ""),
             ("scattered", scattered),
-            ("random", "-c 'write -s random.bin 20M 16M'"),
+            ("random", "-c 'write -s random.bin 0 64M'"),
         ] {
             let name = format!("{kind}-{content}.vdi");
             sh(&format!("qemu-img create -q -f vdi {opts} {name} 64M"), d);

@@ -18,14 +18,14 @@ use vdisk_format::{Format, Image, OpenOptions};
 /// (start, length, state, layer) runs of an allocation map.
 type Runs = Vec<(u64, u64, Allocation, u64)>;
 
-/// Guest contents: none, scattered pattern and zero writes, 16 MiB random.
+/// Guest contents: none, scattered pattern and zero writes, 64 MiB random.
 const CONTENTS: [(&str, &str); 3] = [
     ("empty", ""),
     (
         "scattered",
         "-c 'write -P 0x11 0 4k' -c 'write -P 0x22 1M 3M' -c 'write -z 2M 512k' -c 'write -P 0x33 40M 1M' -c 'write -P 0x44 33M 5k' -c 'write -P 0x55 47M 512'",
     ),
-    ("random", "-c 'write -s random.bin 20M 16M'"),
+    ("random", "-c 'write -s random.bin 8M 64M'"),
 ];
 
 fn read_all(image: &impl ReadAt) -> Vec<u8> {
@@ -141,12 +141,12 @@ fn qemu_made_images_read_like_qemu_reads_them() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    sh("head -c 16M /dev/urandom > random.bin", d);
+    sh("head -c 64M /dev/urandom > random.bin", d);
     for subformat in ["dynamic", "fixed"] {
         for (content, write) in CONTENTS {
             let name = format!("{subformat}-{content}.vhd");
             sh(
-                &format!("qemu-img create -q -f vpc -o subformat={subformat} {name} 48M"),
+                &format!("qemu-img create -q -f vpc -o subformat={subformat} {name} 80M"),
                 d,
             );
             if !write.is_empty() {

@@ -18,7 +18,7 @@ use test_support::{have_all, sh};
 use vdisk_format::vhdx::Vhdx;
 use vdisk_format::{Format, Image};
 
-/// Guest contents: none, scattered pattern and zero writes, or 16 MiB of
+/// Guest contents: none, scattered pattern and zero writes, or 64 MiB of
 /// random data.
 const CONTENTS: [(&str, &str); 3] = [
     ("empty", ""),
@@ -26,7 +26,7 @@ const CONTENTS: [(&str, &str); 3] = [
         "scattered",
         "-c 'write -P 0x11 0 4k' -c 'write -P 0x22 1M 3M' -c 'write -z 2M 512k' -c 'write -P 0x33 47M 1M' -c 'write -P 0x44 33M 5k' -c 'write -z 40M 4M' -c 'write -P 0x55 40M 4k'",
     ),
-    ("random", "-c 'write -s random.bin 20M 16M'"),
+    ("random", "-c 'write -s random.bin 8M 64M'"),
 ];
 
 /// Reads the whole guest in odd-sized pieces.
@@ -123,14 +123,14 @@ fn qemu_made_images_read_like_qemu_reads_them() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_random(d, 16 << 20);
+    write_random(d, 64 << 20);
     for subformat in ["dynamic", "fixed"] {
         for block in ["1M", "32M"] {
             for (content, cmds) in CONTENTS {
                 let name = format!("{subformat}-{block}-{content}.vhdx");
                 sh(
                     &format!(
-                        "qemu-img create -q -f vhdx -o subformat={subformat},block_size={block} {name} 48M"
+                        "qemu-img create -q -f vhdx -o subformat={subformat},block_size={block} {name} 80M"
                     ),
                     d,
                 );

@@ -118,7 +118,7 @@ fn qemu_made_subformats_read_like_qemu_reads_them() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     sh(
-        "head -c 16M /dev/urandom > random.bin && qemu-img create -q -f raw random.raw 64M && qemu-io -f raw -c 'write -s random.bin 20M 16M' random.raw >/dev/null",
+        "head -c 64M /dev/urandom > random.bin && qemu-img create -q -f raw random.raw 64M && qemu-io -f raw -c 'write -s random.bin 0 64M' random.raw >/dev/null",
         d,
     );
     sh(
