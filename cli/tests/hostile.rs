@@ -82,6 +82,25 @@ fn make_images(dir: &Path) -> Vec<String> {
         dir,
     );
     names.extend(["mbr.raw".into(), "gpt.raw".into()]);
+    // File systems, whole-disk, holding a small tree: their parsers see
+    // the mutations through ls and manifest.
+    sh(
+        "mkdir -p tree/sub/deeper && printf hello > tree/a.txt && head -c 70000 /dev/zero | tr '\\0' x > tree/sub/b.bin && printf deep > tree/sub/deeper/c && ln -s a.txt tree/link",
+        dir,
+    );
+    sh(
+        "truncate -s 4M fat.raw && mkfs.fat -n HOSTILE fat.raw >/dev/null && mcopy -s -i fat.raw tree/a.txt tree/sub ::/",
+        dir,
+    );
+    sh(
+        "truncate -s 4M ext.raw && mkfs.ext4 -q -d tree ext.raw",
+        dir,
+    );
+    sh(
+        "truncate -s 4M ntfs.raw && mkntfs -q -F -Q ntfs.raw >/dev/null 2>&1",
+        dir,
+    );
+    names.extend(["fat.raw".into(), "ext.raw".into(), "ntfs.raw".into()]);
     names
 }
 
@@ -208,7 +227,16 @@ fn through_cli(dir: &Path, file: &str, args: &str, what: &str) {
 
 #[test]
 fn mutated_images_never_panic_hang_or_blow_up() {
-    if !have_all(&["qemu-img", "qemu-io", "sfdisk", "timeout"]) {
+    if !have_all(&[
+        "qemu-img",
+        "qemu-io",
+        "sfdisk",
+        "timeout",
+        "mkfs.fat",
+        "mcopy",
+        "mkfs.ext4",
+        "mkntfs",
+    ]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -239,6 +267,11 @@ fn mutated_images_never_panic_hang_or_blow_up() {
                 );
                 through_cli(d, &file, &format!("compare {file} {name}"), &what);
                 runs += 4;
+                if name.starts_with("fat") || name.starts_with("ext") || name.starts_with("ntfs") {
+                    through_cli(d, &file, &format!("manifest {file}"), &what);
+                    through_cli(d, &file, &format!("ls -r --json {file}"), &what);
+                    runs += 2;
+                }
             }
             if vdisk_format::Image::open(d.join(&file)).is_err() {
                 refused += 1;
