@@ -3,6 +3,7 @@
 
 extern crate alloc;
 
+mod cache;
 pub mod chain;
 mod check;
 mod detect;

@@ -80,53 +80,7 @@ struct Caches {
     zstd: Vec<ZstdDecoder>,
 }
 
-/// A few values by file offset; the least recently used goes first.
-struct Lru<T> {
-    /// (key, value, last use).
-    entries: Vec<(u64, T, u64)>,
-    tick: u64,
-}
-
-impl<T> Default for Lru<T> {
-    fn default() -> Self {
-        Lru {
-            entries: Vec::new(),
-            tick: 0,
-        }
-    }
-}
-
-impl<T> Lru<T> {
-    /// The value kept for `key`, marked as just used.
-    fn get(&mut self, key: u64) -> Option<&T> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.entries.iter_mut().find(|e| e.0 == key).map(|e| {
-            e.2 = tick;
-            &e.1
-        })
-    }
-
-    /// Keeps `value` for `key`, dropping the least recently used value
-    /// when `max` are kept already.
-    fn insert(&mut self, key: u64, value: T, max: usize) {
-        self.entries.retain(|e| e.0 != key);
-        if self.entries.len() >= max {
-            if let Some(lru) = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.2)
-                .map(|(i, _)| i)
-            {
-                self.entries.swap_remove(lru);
-            }
-        }
-        self.tick += 1;
-        self.entries.push((key, value, self.tick));
-    }
-}
-
+pub(crate) use crate::cache::Lru;
 pub use crate::chain::Backing;
 use crate::chain::{parent_allocation, read_parent};
 

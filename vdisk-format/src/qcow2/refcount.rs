@@ -144,11 +144,9 @@ impl Refcounts {
         }
         let entry = self
             .blocks
-            .entries
-            .iter_mut()
-            .find(|e| e.0 == offset)
+            .get_mut(offset)
             .ok_or_else(|| Error::corrupt("qcow2 refcount block cache", offset))?;
-        Ok((offset, f(&mut entry.1)))
+        Ok((offset, f(entry)))
     }
 
     /// Applies `f` to the refcounts of `n` clusters from `first` (their

@@ -353,10 +353,7 @@ impl Qcow2Writer {
             st.l2.insert(off, t, st.max_l2);
         }
         st.l2
-            .entries
-            .iter_mut()
-            .find(|e| e.0 == off)
-            .map(|e| &mut e.1)
+            .get_mut(off)
             .ok_or_else(|| Error::corrupt("qcow2 L2 cache", off))
     }
 

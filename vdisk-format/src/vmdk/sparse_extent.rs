@@ -9,9 +9,10 @@ use alloc::vec::Vec;
 use disk_io::sync::Lock;
 use disk_io::{Error, ReadAt, Result};
 
-use super::grain_table::{Grain, Lru, grain_of, read_directory, read_table};
+use super::grain_table::{Grain, grain_of, read_directory, read_table};
 use super::sparse_header::{GD_AT_END, SECTOR, SparseHeader};
 use super::stream::{read_compressed_grain, read_footer};
+use crate::cache::Lru;
 
 /// Memory the grain table cache may use (1 MiB: 512 tables of 512
 /// entries, 16 GiB of guest in 64 KiB grains).
