@@ -40,7 +40,10 @@ impl<T> Lru<T> {
     }
 
     /// The value kept for `key`, to change in place, marked as just used.
-    #[cfg_attr(not(feature = "std"), allow(dead_code, reason = "the writers need std"))]
+    #[cfg_attr(
+        not(feature = "std"),
+        allow(dead_code, reason = "the writers need std")
+    )]
     pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut T> {
         self.tick += 1;
         let tick = self.tick;

@@ -83,6 +83,7 @@ pub struct Image {
     guest: Backing,
     subformat: Option<String>,
     cluster_size: Option<u64>,
+    extra_allocated: u64,
     chain: Vec<BackingFile>,
     warnings: Vec<String>,
 }
@@ -96,6 +97,9 @@ pub(crate) struct Layer {
     pub subformat: Option<String>,
     /// Allocation unit (cluster, grain, block).
     pub cluster_size: Option<u64>,
+    /// Host bytes of the image's other files (VMDK extents), counted in
+    /// `info`'s allocated bytes as qemu-img counts them.
+    pub extra_allocated: u64,
 }
 
 /// What a format's opener may ask of the caller while it opens one image:
@@ -243,6 +247,7 @@ impl Image {
             guest: layer.guest,
             subformat: layer.subformat,
             cluster_size: layer.cluster_size,
+            extra_allocated: layer.extra_allocated,
             chain: ctx.chain,
             warnings: ctx.warnings,
         })
@@ -296,7 +301,10 @@ impl Image {
             format: self.format(),
             subformat: self.subformat.clone(),
             virtual_size: self.guest.size(),
-            allocated_bytes: self.file.allocated_bytes()?,
+            allocated_bytes: self
+                .file
+                .allocated_bytes()?
+                .saturating_add(self.extra_allocated),
             cluster_size: self.cluster_size,
             backing_chain: self.chain.clone(),
         })
@@ -315,6 +323,7 @@ fn open_format(
             guest: Box::new(Raw::new(Arc::clone(file))),
             subformat: None,
             cluster_size: None,
+            extra_allocated: 0,
         }),
         Detected::Qcow { version: 1 } => Err(Error::unsupported(
             "legacy qcow (version 1) image: only qcow2 (versions 2 and 3) is read",

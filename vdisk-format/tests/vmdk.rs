@@ -671,3 +671,31 @@ fn vmfs_and_zero_extents() {
     );
     assert!(vdisk_format::check(d.join("z.vmdk")).unwrap().is_clean());
 }
+
+#[test]
+fn allocated_bytes_count_every_extent_file_as_qemu_does() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, sub) in [
+        ("two.vmdk", "twoGbMaxExtentSparse"),
+        ("flat.vmdk", "monolithicFlat"),
+    ] {
+        sh(
+            &format!(
+                "qemu-img create -q -f vmdk -o subformat={sub} {name} 5G && qemu-io -f vmdk -c 'write -P 1 0 1M' -c 'write -P 2 4G 2M' {name} >/dev/null"
+            ),
+            d,
+        );
+        let info: serde_json::Value =
+            serde_json::from_str(&sh(&format!("qemu-img info --output=json {name}"), d)).unwrap();
+        let ours = vdisk_format::Image::open(d.join(name))
+            .unwrap()
+            .info()
+            .unwrap()
+            .allocated_bytes;
+        assert_eq!(ours, info["actual-size"].as_u64().unwrap(), "{name}");
+    }
+}

@@ -578,5 +578,6 @@ pub(crate) fn open_layer(
         guest: Box::new(q),
         subformat: None,
         cluster_size,
+        extra_allocated: 0,
     })
 }

@@ -220,6 +220,7 @@ pub(crate) fn open_layer(
         guest: Box::new(vdi),
         subformat,
         cluster_size,
+        extra_allocated: 0,
     })
 }
 

@@ -512,6 +512,7 @@ pub(crate) fn open_layer(
         guest: alloc::boxed::Box::new(vhd),
         subformat,
         cluster_size,
+        extra_allocated: 0,
     })
 }
 

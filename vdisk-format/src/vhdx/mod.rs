@@ -693,5 +693,6 @@ pub(crate) fn open_layer(
         guest: alloc::boxed::Box::new(v),
         subformat,
         cluster_size,
+        extra_allocated: 0,
     })
 }

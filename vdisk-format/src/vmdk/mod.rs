@@ -467,15 +467,18 @@ pub(crate) fn open_layer(
     // The extent files first: a missing extent is named before anything
     // the parent may say.
     let mut extents = Vec::new();
+    let mut extra_allocated = 0u64;
     if detected != crate::Detected::VmdkSparse {
         for line in &descriptor.extents {
             let f = match (&line.kind, &line.file) {
                 (ExtentKind::Zero, _) | (_, None) => None,
                 (_, Some(name)) => {
                     let path = ctx.resolve(name, "extent").map_err(|e| e.context("vmdk"))?;
-                    Some(Arc::new(FileDisk::open(&path).map_err(|e| {
+                    let disk = FileDisk::open(&path).map_err(|e| {
                         e.context(format!("vmdk extent '{name}' ({})", path.display()))
-                    })?))
+                    })?;
+                    extra_allocated = extra_allocated.saturating_add(disk.allocated_bytes()?);
+                    Some(Arc::new(disk))
                 }
             };
             extents.push(ExtentData::open(line, f)?);
@@ -512,6 +515,7 @@ pub(crate) fn open_layer(
         guest: Box::new(vmdk),
         subformat: create_type,
         cluster_size,
+        extra_allocated,
     })
 }
 
