@@ -28,6 +28,25 @@ pub fn detect_and_read(data: &[u8]) {
     }
 }
 
+/// Reads an opened image the way every container target does: 64 KiB at
+/// 0, at `second`, a third and half way in, and at the end; then the first
+/// 64 runs of its allocation map. Errors are expected and ignored.
+fn read_around(image: &dyn ReadAt, second: u64) {
+    let size = image.size();
+    let mut buf = alloc::vec![0u8; 1 << 16];
+    for offset in [0, second, size / 3, size / 2, size.saturating_sub(1 << 16)] {
+        let n = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
+        if let Some(b) = buf.get_mut(..n) {
+            let _ = image.read_at(offset, b);
+        }
+    }
+    for run in extents(image, 0, size).take(64) {
+        if run.is_err() {
+            return;
+        }
+    }
+}
+
 /// Checks `data` as a qcow2 image, opens it and reads it: the first MiB,
 /// the last bytes, a few offsets between, and the first runs of the
 /// allocation map. Must never panic, loop without end, or allocate without bound.
@@ -36,19 +55,7 @@ pub fn qcow2_read(data: &[u8]) {
     let Ok(image) = crate::qcow2::Qcow2::open(data) else {
         return;
     };
-    let size = image.size();
-    let mut buf = alloc::vec![0u8; 1 << 16];
-    for offset in [0, 1 << 16, size / 3, size / 2, size.saturating_sub(1 << 16)] {
-        let n = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
-        if let Some(b) = buf.get_mut(..n) {
-            let _ = image.read_at(offset, b);
-        }
-    }
-    for run in extents(&image, 0, size).take(64) {
-        if run.is_err() {
-            return;
-        }
-    }
+    read_around(&image, 1 << 16);
 }
 
 /// A parent disk of zeros for differencing images read by [`vdi_read`].
@@ -81,19 +88,7 @@ pub fn vdi_read(data: &[u8]) {
     let Ok(image) = crate::vdi::Vdi::with_parent(data, parent) else {
         return;
     };
-    let size = image.size();
-    let mut buf = alloc::vec![0u8; 1 << 16];
-    for offset in [0, 1 << 16, size / 3, size / 2, size.saturating_sub(1 << 16)] {
-        let n = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
-        if let Some(b) = buf.get_mut(..n) {
-            let _ = image.read_at(offset, b);
-        }
-    }
-    for run in extents(&image, 0, size).take(64) {
-        if run.is_err() {
-            return;
-        }
-    }
+    read_around(&image, 1 << 16);
 }
 
 /// Opens `data` as a VHD image, damaged checksums allowed so the fuzzer
@@ -113,19 +108,7 @@ pub fn vhd_read(data: &[u8]) {
             }
         }
     };
-    let size = image.size();
-    let mut buf = alloc::vec![0u8; 1 << 16];
-    for offset in [0, 4096, size / 3, size / 2, size.saturating_sub(1 << 16)] {
-        let n = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
-        if let Some(b) = buf.get_mut(..n) {
-            let _ = image.read_at(offset, b);
-        }
-    }
-    for run in extents(&image, 0, size).take(64) {
-        if run.is_err() {
-            break;
-        }
-    }
+    read_around(&image, 4096);
     #[cfg(feature = "std")]
     let _ = crate::vhd::check::check_file(data);
 }
@@ -164,19 +147,7 @@ pub fn vmdk_read(data: &[u8]) {
     let Ok(image) = Vmdk::open_sparse(data) else {
         return;
     };
-    let size = image.size();
-    let mut buf = alloc::vec![0u8; 1 << 16];
-    for offset in [0, 1 << 16, size / 3, size / 2, size.saturating_sub(1 << 16)] {
-        let n = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
-        if let Some(b) = buf.get_mut(..n) {
-            let _ = image.read_at(offset, b);
-        }
-    }
-    for run in extents(&image, 0, size).take(64) {
-        if run.is_err() {
-            return;
-        }
-    }
+    read_around(&image, 1 << 16);
 }
 
 /// Largest file a sparse fuzz input may describe.
@@ -329,17 +300,5 @@ fn vhdx_read_file<D: ReadAt + ?Sized>(file: &D) {
         }
         Err(_) => return,
     };
-    let size = image.size();
-    let mut buf = alloc::vec![0u8; 1 << 16];
-    for offset in [0, 1 << 16, size / 3, size / 2, size.saturating_sub(1 << 16)] {
-        let n = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
-        if let Some(b) = buf.get_mut(..n) {
-            let _ = image.read_at(offset, b);
-        }
-    }
-    for run in extents(&image, 0, size).take(64) {
-        if run.is_err() {
-            return;
-        }
-    }
+    read_around(&image, 1 << 16);
 }
