@@ -41,3 +41,43 @@ pub fn parent_allocation(parent: Option<&Backing>, offset: u64, length: u64) -> 
     }
     Ok(Extent::new(offset, length, Allocation::Unallocated))
 }
+
+/// Most neighbouring units (clusters, grains, blocks) one allocation query
+/// merges: it bounds the work of one call, whatever the image holds.
+pub(crate) const MAX_MERGE: u32 = 4096;
+
+/// Extends a run of `state` that has reached `pos` over the units that
+/// follow, while they share its state: `unit(p)` gives the state of the
+/// unit at `p` and where that unit ends, or `None` where the run must stop
+/// whatever the state. Stops at `end` or after [`MAX_MERGE`] units, and
+/// returns where the run ends.
+pub(crate) fn extend_run(
+    mut pos: u64,
+    end: u64,
+    state: Allocation,
+    mut unit: impl FnMut(u64) -> Result<Option<(Allocation, u64)>>,
+) -> Result<u64> {
+    let mut steps = 0;
+    while pos < end && steps < MAX_MERGE {
+        match unit(pos)? {
+            Some((s, unit_end)) if s == state => pos = unit_end.min(end),
+            _ => break,
+        }
+        steps += 1;
+    }
+    Ok(pos)
+}
+
+/// A layer's answer for a run of `state` from `offset` to `stop`: its own,
+/// or, where the layer does not hold the run, its parent's one layer down.
+pub(crate) fn layer_answer(
+    parent: Option<&Backing>,
+    offset: u64,
+    stop: u64,
+    state: Allocation,
+) -> Result<Extent> {
+    if state == Allocation::Unallocated {
+        return parent_allocation(parent, offset, stop - offset);
+    }
+    Ok(Extent::new(offset, stop - offset, state))
+}

@@ -82,7 +82,7 @@ struct Caches {
 
 pub(crate) use crate::cache::Lru;
 pub use crate::chain::Backing;
-use crate::chain::{parent_allocation, read_parent};
+use crate::chain::{extend_run, layer_answer, read_parent};
 
 /// A qcow2 image read from `D`.
 ///
@@ -520,22 +520,11 @@ impl<D: ReadAt> ReadAt for Qcow2<D> {
         let end = offset + length;
         let (unit, _, first_end) = self.unit_at(offset)?;
         let state = unit.allocation();
-        let mut pos = first_end.min(end);
-        // Merge following units of the same state (bounded work per call).
-        let mut steps = 0;
-        while pos < end && steps < 4096 {
+        let stop = extend_run(first_end.min(end), end, state, |pos| {
             let (u, _, e) = self.unit_at(pos)?;
-            if u.allocation() != state {
-                break;
-            }
-            pos = e.min(end);
-            steps += 1;
-        }
-        // What this image does not hold, the parent answers for, one layer down.
-        if state == Allocation::Unallocated {
-            return parent_allocation(self.backing.as_ref(), offset, pos - offset);
-        }
-        Ok(Extent::new(offset, pos - offset, state))
+            Ok(Some((u.allocation(), e)))
+        })?;
+        layer_answer(self.backing.as_ref(), offset, stop, state)
     }
 }
 

@@ -37,7 +37,7 @@ use super::{
     COMPRESSED, Compression, Header, L2_CACHE_BYTES, Lru, OFFSET_MASK, ZERO, inflate, new_zstd,
     zstd_frame,
 };
-use crate::chain::{Backing, parent_allocation, read_parent};
+use crate::chain::{Backing, extend_run, layer_answer, read_parent};
 use crate::options::CreateOptions;
 
 /// L1/L2 entry flag: the cluster's refcount is exactly 1.
@@ -904,18 +904,13 @@ impl ReadAt for Qcow2Writer {
         };
         let (state, stop) = self.state.with_write(|st| {
             let state = state_at(st, offset)?;
-            let mut pos = ((offset / cs + 1) * cs).min(end);
-            let mut steps = 0;
-            while pos < end && steps < 4096 && state_at(st, pos)? == state {
-                pos = (pos + cs).min(end);
-                steps += 1;
-            }
-            Ok((state, pos))
+            let first_end = ((offset / cs + 1) * cs).min(end);
+            let stop = extend_run(first_end, end, state, |pos| {
+                Ok(Some((state_at(st, pos)?, pos + cs)))
+            })?;
+            Ok((state, stop))
         })?;
-        if state == Allocation::Unallocated {
-            return parent_allocation(self.backing.as_ref(), offset, stop - offset);
-        }
-        Ok(Extent::new(offset, stop - offset, state))
+        layer_answer(self.backing.as_ref(), offset, stop, state)
     }
 }
 

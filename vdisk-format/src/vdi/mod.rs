@@ -19,10 +19,7 @@ pub use block_map::{Block, BlockMap};
 pub use header::{Header, ImageType, Uuid};
 
 use crate::CheckReport;
-use crate::chain::{Backing, parent_allocation, read_parent};
-
-/// Most blocks one allocation query walks before answering.
-const MAX_MERGE: u32 = 4096;
+use crate::chain::{Backing, extend_run, layer_answer, read_parent};
 
 /// A VDI image read from `D`.
 ///
@@ -166,22 +163,13 @@ impl<D: ReadAt> ReadAt for Vdi<D> {
         let length = clamp_query(self.header.disk_size, offset, length)?;
         let end = offset + length;
         let bs = u64::from(self.header.block_size);
-        let mut index = offset / bs;
+        let index = offset / bs;
         let state = self.state(self.block(index)?);
-        let mut pos = ((index + 1) * bs).min(end);
-        let mut steps = 0;
-        while pos < end && steps < MAX_MERGE {
-            index += 1;
-            if self.state(self.block(index)?) != state {
-                break;
-            }
-            pos = ((index + 1) * bs).min(end);
-            steps += 1;
-        }
-        if state == Allocation::Unallocated {
-            return parent_allocation(self.parent.as_ref(), offset, pos - offset);
-        }
-        Ok(Extent::new(offset, pos - offset, state))
+        let stop = extend_run(((index + 1) * bs).min(end), end, state, |pos| {
+            let index = pos / bs;
+            Ok(Some((self.state(self.block(index)?), (index + 1) * bs)))
+        })?;
+        layer_answer(self.parent.as_ref(), offset, stop, state)
     }
 }
 

@@ -35,7 +35,7 @@ pub use dynamic_header::DynamicHeader;
 pub use footer::{DiskType, Footer};
 
 pub use crate::chain::Backing;
-use crate::chain::{parent_allocation, read_parent};
+use crate::chain::{extend_run, layer_answer, read_parent};
 
 /// Memory the sector bitmap cache may use.
 const BITMAP_CACHE_BYTES: u64 = 1 << 20;
@@ -457,20 +457,11 @@ impl<D: ReadAt> ReadAt for Vhd<D> {
         };
         let (unit, _, first_end) = self.unit_at(offset)?;
         let state = state_of(unit);
-        let mut pos = first_end.min(end);
-        let mut steps = 0;
-        while pos < end && steps < 4096 {
+        let stop = extend_run(first_end.min(end), end, state, |pos| {
             let (u, _, e) = self.unit_at(pos)?;
-            if state_of(u) != state {
-                break;
-            }
-            pos = e.min(end);
-            steps += 1;
-        }
-        if state == Allocation::Unallocated {
-            return parent_allocation(self.parent.as_ref(), offset, pos - offset);
-        }
-        Ok(Extent::new(offset, pos - offset, state))
+            Ok(Some((state_of(u), e)))
+        })?;
+        layer_answer(self.parent.as_ref(), offset, stop, state)
     }
 }
 

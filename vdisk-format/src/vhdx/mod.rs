@@ -38,7 +38,7 @@ pub use metadata::{Metadata, ParentLocator};
 pub use region_table::{Region, RegionTable};
 
 pub use crate::chain::Backing;
-use crate::chain::{parent_allocation, read_parent};
+use crate::chain::{extend_run, layer_answer, read_parent};
 use crate::check::CheckReport;
 
 /// Bytes of the header section at the start of the file.
@@ -446,20 +446,11 @@ impl<D: ReadAt> ReadAt for Vhdx<D> {
         let end = offset + length;
         let (unit, _, first_end) = self.unit_at(offset)?;
         let state = unit.allocation();
-        let mut pos = first_end.min(end);
-        let mut steps = 0;
-        while pos < end && steps < 4096 {
+        let stop = extend_run(first_end.min(end), end, state, |pos| {
             let (u, _, e) = self.unit_at(pos)?;
-            if u.allocation() != state {
-                break;
-            }
-            pos = e.min(end);
-            steps += 1;
-        }
-        if state == Allocation::Unallocated {
-            return parent_allocation(self.parent.as_ref(), offset, pos - offset);
-        }
-        Ok(Extent::new(offset, pos - offset, state))
+            Ok(Some((u.allocation(), e)))
+        })?;
+        layer_answer(self.parent.as_ref(), offset, stop, state)
     }
 }
 

@@ -25,7 +25,7 @@ use alloc::vec::Vec;
 use disk_io::{Allocation, Error, Extent, ReadAt, Result, check_range, clamp_query};
 
 pub use crate::chain::Backing;
-use crate::chain::{parent_allocation, read_parent};
+use crate::chain::{extend_run, layer_answer, read_parent};
 pub use descriptor::{Access, Descriptor, ExtentKind, ExtentLine};
 use grain_table::Grain;
 pub use sparse_extent::SparseExtent;
@@ -423,21 +423,12 @@ impl<D: ReadAt> ReadAt for Vmdk<D> {
             _ => Allocation::Data,
         };
         let first = state(&unit);
-        let mut pos = first_end.min(end);
-        // Merge following grains of the same state (bounded work per call).
-        let mut steps = 0;
-        while pos < end && steps < 4096 {
+        // Merge following grains of the same state; a flat extent ends the run.
+        let stop = extend_run(first_end.min(end), end, first, |pos| {
             let (u, _, e, p) = self.unit_at(pos)?;
-            if matches!(p.data, ExtentData::Flat { .. }) || state(&u) != first {
-                break;
-            }
-            pos = e.min(end);
-            steps += 1;
-        }
-        if first == Allocation::Unallocated {
-            return parent_allocation(self.backing.as_ref(), offset, pos - offset);
-        }
-        Ok(Extent::new(offset, pos - offset, first))
+            Ok((!matches!(p.data, ExtentData::Flat { .. })).then(|| (state(&u), e)))
+        })?;
+        layer_answer(self.backing.as_ref(), offset, stop, first)
     }
 }
 
