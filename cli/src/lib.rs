@@ -80,14 +80,14 @@ fn run(cli: Cli) -> Result<u8, PathError> {
         } => files::cat(&image, part, &path, stream.as_deref()).map(|()| 0),
         Command::Manifest { image, part } => files::manifest(&image, part).map(|()| 0),
         Command::Check { image, json } => check::run(&image, json),
-        Command::Commit { overlay } => vdisk_format::qcow2::commit::commit(&overlay)
+        Command::Commit { overlay } => vdisk_format::commit(&overlay)
             .map(|_| 0)
             .map_err(|e| PathError::new(&overlay, e)),
         Command::Rebase { overlay, backing } => {
             let name = backing.to_str().ok_or_else(|| {
                 PathError::new(&backing, Error::invalid_input("backing path is not UTF-8"))
             })?;
-            vdisk_format::qcow2::commit::rebase(&overlay, name)
+            vdisk_format::rebase(&overlay, name)
                 .map(|()| 0)
                 .map_err(|e| PathError::new(&overlay, e))
         }

@@ -424,7 +424,7 @@ impl ReadAt for Image {
 /// Creates a new image of `format` at `path` holding `size` zero bytes,
 /// writable through the returned handle. Fails if `path` exists.
 ///
-/// Raw and qcow2 are written; other formats are `Unsupported` errors.
+/// Formats without a writer are `Unsupported` errors.
 pub fn create(
     path: impl AsRef<Path>,
     format: Format,
@@ -451,15 +451,43 @@ pub fn create_with(
 pub struct Output {
     /// The guest disk of the new image.
     pub disk: Box<dyn WriteAt + Send + Sync>,
-    qcow2: Option<Arc<crate::qcow2::write::Qcow2Writer>>,
+    finisher: Option<Arc<dyn Finish + Send + Sync>>,
+}
+
+/// What a format does once the last guest byte has been written: store
+/// buffered (compressed) clusters, write a footer or end-of-stream marker.
+pub(crate) trait Finish {
+    /// Completes the image without syncing it; called once, after the
+    /// last write.
+    fn finish(&self) -> Result<()>;
 }
 
 impl Output {
-    /// Stores what the image still buffers (compressed clusters), without
-    /// syncing: after it, the file is a complete image.
+    /// An output with nothing to complete but flushing.
+    pub(crate) fn plain(disk: Box<dyn WriteAt + Send + Sync>) -> Self {
+        Output {
+            disk,
+            finisher: None,
+        }
+    }
+
+    /// An output whose format completes it with `finisher` (usually the
+    /// same writer as `disk`).
+    pub(crate) fn finished_by(
+        disk: Box<dyn WriteAt + Send + Sync>,
+        finisher: Arc<dyn Finish + Send + Sync>,
+    ) -> Self {
+        Output {
+            disk,
+            finisher: Some(finisher),
+        }
+    }
+
+    /// Stores what the image still buffers (compressed clusters, footers),
+    /// without syncing: after it, the file is a complete image.
     pub fn finish(&self) -> Result<()> {
-        match &self.qcow2 {
-            Some(q) => q.finish(),
+        match &self.finisher {
+            Some(f) => f.finish(),
             None => Ok(()),
         }
     }
@@ -475,10 +503,9 @@ pub fn create_output(
     match format {
         Format::Raw => {
             opts.only(&[], "raw")?;
-            Ok(Output {
-                disk: Box::new(Raw::new(FileDisk::create(path, size)?)),
-                qcow2: None,
-            })
+            Ok(Output::plain(Box::new(Raw::new(FileDisk::create(
+                path, size,
+            )?))))
         }
         Format::Qcow2 => {
             let q = Arc::new(crate::qcow2::write::create_image(
@@ -486,10 +513,7 @@ pub fn create_output(
                 size,
                 opts,
             )?);
-            Ok(Output {
-                disk: Box::new(Arc::clone(&q)),
-                qcow2: Some(q),
-            })
+            Ok(Output::finished_by(Box::new(Arc::clone(&q)), q))
         }
         other => Err(Error::unsupported(alloc::format!(
             "writing {other} images: this format is not written yet"

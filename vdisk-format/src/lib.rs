@@ -20,6 +20,8 @@ pub mod vmdk;
 
 #[cfg(feature = "std")]
 mod image;
+#[cfg(feature = "std")]
+pub mod writable;
 
 pub use check::{CheckReport, MAX_MESSAGES};
 pub use detect::{Detected, PROBE_LEN, RawContent, detect, probe_raw_content};
@@ -31,3 +33,5 @@ pub use image::{
 };
 #[cfg(feature = "std")]
 pub use options::CreateOptions;
+#[cfg(feature = "std")]
+pub use writable::{Writable, commit, open_rw, rebase};

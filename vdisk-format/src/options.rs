@@ -107,9 +107,11 @@ impl CreateOptions {
     }
 
     /// True when the output must be written front to back (compressed
-    /// qcow2): a copy into it uses one writer thread.
+    /// qcow2, streamOptimized VMDK): a copy into it uses one writer
+    /// thread, and the format compresses on its own threads.
     pub fn sequential(&self) -> bool {
         self.flag("compress", false).unwrap_or(false)
+            || self.get("subformat") == Some("streamOptimized")
     }
 }
 

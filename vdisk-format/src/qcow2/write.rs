@@ -944,6 +944,12 @@ impl WriteAt for Qcow2Writer {
     }
 }
 
+impl crate::image::Finish for Qcow2Writer {
+    fn finish(&self) -> Result<()> {
+        Qcow2Writer::finish(self)
+    }
+}
+
 impl Drop for Qcow2Writer {
     fn drop(&mut self) {
         // Best effort: callers that care call `finish` or `flush` first.
@@ -1062,7 +1068,7 @@ pub fn create_image(path: &Path, size: u64, opts: &CreateOptions) -> Result<Qcow
     let backing = match &params.backing_file {
         None => None,
         Some(name) => {
-            let parent = open_parent(path, name)?;
+            let parent = crate::writable::open_parent_image(path, name)?;
             let found = parent.format();
             if let Some(want) = &params.backing_format {
                 let want: crate::Format = want.parse()?;
@@ -1082,24 +1088,19 @@ pub fn create_image(path: &Path, size: u64, opts: &CreateOptions) -> Result<Qcow
 /// Opens the qcow2 image at `path` for writing, with its backing chain
 /// (found relative to the image's directory).
 pub fn open_path(path: &Path) -> Result<Qcow2Writer> {
-    let file = FileDisk::open_rw(path)?;
-    let header = Header::read(&file)?;
-    let backing = match &header.backing_file {
-        None => None,
-        Some(name) => Some(Box::new(open_parent(path, name)?) as Backing),
-    };
-    Qcow2Writer::open(file, backing)
+    Ok(open_path_with_parent(path)?.0)
 }
 
-fn open_parent(child: &Path, name: &str) -> Result<crate::Image> {
-    let dir = match child.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
+/// [`open_path`], also giving the parent's path as resolved from the child.
+pub fn open_path_with_parent(path: &Path) -> Result<(Qcow2Writer, Option<std::path::PathBuf>)> {
+    let file = FileDisk::open_rw(path)?;
+    let header = Header::read(&file)?;
+    let (backing, parent) = match &header.backing_file {
+        None => (None, None),
+        Some(name) => (
+            Some(Box::new(crate::writable::open_parent_image(path, name)?) as Backing),
+            Some(crate::writable::dir_of(path).join(name)),
+        ),
     };
-    let opts = crate::OpenOptions {
-        allow_outside: true,
-        ..Default::default()
-    };
-    crate::Image::open_with(dir.join(name), &opts)
-        .map_err(|e| e.context(format!("backing file '{name}'")))
+    Ok((Qcow2Writer::open(file, backing)?, parent))
 }
