@@ -81,19 +81,39 @@ pub trait Builder {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
+/// Room on a volume that has not been made yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Bytes of file and directory data the volume holds.
+    pub bytes: u64,
+    /// Its allocation unit (cluster or block) in bytes.
+    pub unit: u64,
+}
+
 /// A file system that logical mode can create.
 pub trait FsWriter: Sync {
     /// True when this writer makes file systems of type `fs`.
     fn handles(&self, fs: FileSystem) -> bool;
 
-    /// Bytes of file and directory data a volume made by `spec` holds,
-    /// worked out without writing anything; an error when `spec` cannot
-    /// be formatted at all (too small, too large for the type).
-    fn capacity(&self, spec: &FormatSpec) -> Result<u64>;
+    /// The room a volume made by `spec` offers, worked out without
+    /// writing anything; an error when `spec` cannot be formatted at all
+    /// (too small, too large for the type).
+    fn capacity(&self, spec: &FormatSpec) -> Result<Capacity>;
 
-    /// Bytes that `entry` takes on a volume made by `spec` (data rounded
-    /// up to clusters; directories their entries).
-    fn footprint(&self, spec: &FormatSpec, entry: &Entry) -> u64;
+    /// Bytes that `entry` takes on a volume whose allocation unit is
+    /// `unit`: by default its data and streams rounded up to units, one
+    /// unit for a directory.
+    fn footprint(&self, unit: u64, entry: &Entry) -> u64 {
+        let unit = unit.max(1);
+        let round = |n: u64| n.div_ceil(unit).saturating_mul(unit);
+        match entry.kind {
+            EntryKind::Dir => unit,
+            EntryKind::File => entry.streams.iter().fold(round(entry.size), |acc, s| {
+                acc.saturating_add(round(s.size))
+            }),
+            _ => 0,
+        }
+    }
 
     /// Formats `disk` (exactly the new volume) by `spec` and opens it for
     /// filling.
@@ -351,9 +371,10 @@ fn check_fits(u: &Unit) -> Result<()> {
             let mut need = 0u64;
             let root = volume.root()?;
             walk(&**volume, &root, "", &mut |_, e| {
-                need = need.saturating_add(writer.footprint(spec, e));
+                need = need.saturating_add(writer.footprint(capacity.unit, e));
                 Ok(())
             })?;
+            let capacity = capacity.bytes;
             if need > capacity {
                 return Err(Error::invalid_input(format!(
                     "{}: the files need {need} bytes but a {}-byte {} holds {capacity}: refused before writing anything",
