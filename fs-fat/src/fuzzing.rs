@@ -95,7 +95,16 @@ pub fn fat_write(data: &[u8]) {
     let mode = s.byte();
     if mode.is_multiple_of(2) {
         let Some(rest) = data.get(1..) else { return };
-        let Ok(mut w) = FatWriter::open(MemDisk::from_vec(rest.to_vec())) else {
+        let mut bytes = rest.to_vec();
+        // A truncated image is padded with zeros to the size its boot
+        // sector gives (up to 4 MiB), so small seeds hold whole volumes.
+        if let Ok(boot) = crate::BootSector::read(rest) {
+            let want = boot.volume_bytes();
+            if want > bytes.len() as u64 && want <= 4 << 20 {
+                bytes.resize(want as usize, 0);
+            }
+        }
+        let Ok(mut w) = FatWriter::open(MemDisk::from_vec(bytes)) else {
             return;
         };
         let root = w.root();

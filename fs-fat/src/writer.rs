@@ -501,7 +501,21 @@ pub struct FatWriter<D: WriteAt> {
     clock: u64,
     current: Option<OpenFile>,
     now: Timestamp,
+    /// File data on its way to the disk, and a spare buffer.
+    pending: Option<Pending>,
+    spare: Option<Vec<u8>>,
 }
+
+/// A run of file data not yet written.
+struct Pending {
+    at: u64,
+    buf: Vec<u8>,
+    /// Zeros may be padded up to here (slack past the end of a file).
+    slack_end: u64,
+}
+
+/// Most bytes of file data gathered into one write.
+const PENDING_MAX: usize = 4 << 20;
 
 impl<D: WriteAt> FatWriter<D> {
     /// Formats `disk` with `opts` (see [`format`]) and opens it.
@@ -560,6 +574,8 @@ impl<D: WriteAt> FatWriter<D> {
             dir_bytes: 0,
             clock: 0,
             current: None,
+            pending: None,
+            spare: None,
             now: Timestamp {
                 seconds: crate::dir_entry::DOS_EPOCH,
                 nanoseconds: 0,
@@ -587,7 +603,8 @@ impl<D: WriteAt> FatWriter<D> {
         self.fat.free
     }
 
-    /// The disk underneath (changes since the last flush are not on it).
+    /// The disk underneath (changes since the last flush may not be on
+    /// it yet).
     pub fn disk(&self) -> &D {
         &self.disk
     }
@@ -694,6 +711,9 @@ impl<D: WriteAt> FatWriter<D> {
 
     /// Writes the changed part of a cached directory.
     fn write_dir(&mut self, key: u32) -> Result<()> {
+        if self.dirs.get(&key).is_some_and(|d| d.dirty.0 < d.dirty.1) {
+            self.flush_data()?;
+        }
         let cs = self.boot.cluster_size() as usize;
         let root_at = self.boot.root_dir_offset();
         let data_at = self.boot.data_offset();
@@ -1259,19 +1279,20 @@ impl<D: WriteAt> FatWriter<D> {
         Ok(())
     }
 
-    /// Runs the file range `[start, start+len)` (within its chain) as
-    /// disk runs: writes `data` there, or zeros, or reads into `out`.
-    fn runs(
+    /// The disk pieces of the file range `[start, start+len)` (within
+    /// its chain): (disk offset, offset in the range, length), one per
+    /// run of contiguous clusters.
+    fn segments(
         &mut self,
         f: &mut OpenFile,
         start: u64,
         len: u64,
-        mut op: impl FnMut(&D, u64, usize, usize) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Vec<(u64, usize, usize)>> {
         let cs = u64::from(self.boot.cluster_size());
         let end = start + len;
         let mut pos = start;
         let mut idx = (start / cs) as u32;
+        let mut out = Vec::new();
         if f.pos.0 > idx || f.pos.1 == 0 {
             f.pos = (0, f.first);
         }
@@ -1300,14 +1321,50 @@ impl<D: WriteAt> FatWriter<D> {
             }
             let run_end = ((u64::from(idx) + run_len) * cs).min(end);
             let at = self.cluster_offset(run_first)? + (pos - u64::from(idx) * cs);
-            op(
-                &self.disk,
-                at,
-                (pos - start) as usize,
-                (run_end - pos) as usize,
-            )?;
+            out.push((at, (pos - start) as usize, (run_end - pos) as usize));
             pos = run_end;
             idx += run_len as u32;
+        }
+        Ok(out)
+    }
+
+    /// Queues file data for the disk: appended to the pending run when it
+    /// continues it (the gap, if any, being the slack past the end of the
+    /// file written last, padded with zeros), else after writing the
+    /// pending run out. `slack_end`: how far past this data zeros may be
+    /// padded (the end of its cluster when it ends its file).
+    fn stage(&mut self, at: u64, bytes: &[u8], slack_end: u64) -> Result<()> {
+        if let Some(p) = self.pending.as_mut() {
+            let end = p.at + p.buf.len() as u64;
+            let grown = (at.saturating_sub(end) as usize).saturating_add(bytes.len());
+            if at >= end && at <= p.slack_end && p.buf.len() + grown <= PENDING_MAX {
+                let gap = (at - end) as usize;
+                p.buf.resize(p.buf.len() + gap, 0);
+                p.buf.extend_from_slice(bytes);
+                p.slack_end = slack_end.max(at + bytes.len() as u64);
+                return Ok(());
+            }
+        }
+        self.flush_data()?;
+        if bytes.len() >= PENDING_MAX {
+            return self.disk.write_at(at, bytes);
+        }
+        let mut buf = self.spare.take().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.pending = Some(Pending {
+            at,
+            buf,
+            slack_end: slack_end.max(at + bytes.len() as u64),
+        });
+        Ok(())
+    }
+
+    /// Writes the pending file data out.
+    fn flush_data(&mut self) -> Result<()> {
+        if let Some(p) = self.pending.take() {
+            self.disk.write_at(p.at, &p.buf)?;
+            self.spare = Some(p.buf);
         }
         Ok(())
     }
@@ -1324,9 +1381,11 @@ impl<D: WriteAt> FatWriter<D> {
     fn zero_fill(&mut self, f: &mut OpenFile, from: u64, to: u64) -> Result<()> {
         let cs = u64::from(self.boot.cluster_size());
         self.grow(f, to.div_ceil(cs) as u32)?;
-        self.runs(f, from, to - from, |disk, at, _, n| {
-            disk.write_zeroes(at, n as u64)
-        })
+        self.flush_data()?;
+        for (at, _, n) in self.segments(f, from, to - from)? {
+            self.disk.write_zeroes(at, n as u64)?;
+        }
+        Ok(())
     }
 
     /// Writes `data` at `offset` of file `node`, growing it (a gap past
@@ -1347,12 +1406,23 @@ impl<D: WriteAt> FatWriter<D> {
             let cs = u64::from(self.boot.cluster_size());
             self.grow(&mut f, end.div_ceil(cs) as u32)?;
             if !data.is_empty() {
-                self.runs(&mut f, offset, data.len() as u64, |disk, at, from, n| {
+                let segments = self.segments(&mut f, offset, data.len() as u64)?;
+                let last = segments.len().saturating_sub(1);
+                let data_at = self.boot.data_offset();
+                for (i, (at, from, n)) in segments.into_iter().enumerate() {
                     let part = data
                         .get(from..from + n)
                         .ok_or_else(|| Error::invalid_input("write buffer"))?;
-                    disk.write_at(at, part)
-                })?;
+                    let stop = at + n as u64;
+                    // Past the end of the file, the rest of its cluster
+                    // is slack that may be padded.
+                    let slack = if i == last && end >= size {
+                        data_at + (stop - data_at).div_ceil(cs) * cs
+                    } else {
+                        stop
+                    };
+                    self.stage(at, part, slack)?;
+                }
             }
             if end > size {
                 self.set_size(&mut f, end as u32)?;
@@ -1373,12 +1443,16 @@ impl<D: WriteAt> FatWriter<D> {
         }
         let n = (size - offset).min(buf.len() as u64) as usize;
         let out = buf.get_mut(..n).unwrap_or(&mut []);
-        let result = self.runs(&mut f, offset, n as u64, |disk, at, from, len| {
-            let part = out
-                .get_mut(from..from + len)
-                .ok_or_else(|| Error::invalid_input("read buffer"))?;
-            disk.read_at(at, part)
-        });
+        let result = (|| {
+            self.flush_data()?;
+            for (at, from, len) in self.segments(&mut f, offset, n as u64)? {
+                let part = out
+                    .get_mut(from..from + len)
+                    .ok_or_else(|| Error::invalid_input("read buffer"))?;
+                self.disk.read_at(at, part)?;
+            }
+            Ok(())
+        })();
         self.current = Some(f);
         result.map(|()| n)
     }
@@ -1411,6 +1485,7 @@ impl<D: WriteAt> FatWriter<D> {
     /// Writes every change to the disk: directories, FAT copies, FSInfo.
     pub fn flush(&mut self) -> Result<()> {
         self.close_current()?;
+        self.flush_data()?;
         let keys: Vec<u32> = self.dirs.keys().copied().collect();
         for k in keys {
             self.write_dir(k)?;

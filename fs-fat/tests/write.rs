@@ -573,3 +573,12 @@ fn a_hostile_volume_is_refused_or_written_without_panic() {
     assert_eq!(e.offset(), Some(at));
     let _ = disk.read_at(0, &mut [0u8; 1]);
 }
+
+#[test]
+fn fuzz_write_corpus_replays() {
+    test_support::replay_corpus(&["seeds/fat_write"], 5, fs_fat::fuzzing::fat_write);
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/fat_write");
+    if corpus.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        test_support::replay_corpus(&["corpus/fat_write"], 1, fs_fat::fuzzing::fat_write);
+    }
+}
