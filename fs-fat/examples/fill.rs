@@ -20,15 +20,19 @@ fn copy<D: WriteAt>(
     parent: Node,
     count: &mut u64,
 ) -> disk_io::Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(src)
-        .map_err(|e| disk_io::Error::io(e, None))?
+    // Work inside the directory (as mcopy does): short relative lookups.
+    let io = |e: std::io::Error| disk_io::Error::io(e, None);
+    std::env::set_current_dir(src).map_err(io)?;
+    let mut entries: Vec<_> = fs::read_dir(".")
+        .map_err(io)?
         .filter_map(Result::ok)
+        .map(|e| e.file_name())
         .collect();
-    entries.sort_by_key(|e| e.file_name());
+    entries.sort();
     let mut buf = Vec::new();
-    for e in entries {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let meta = e.metadata().map_err(|e| disk_io::Error::io(e, None))?;
+    for file_name in entries {
+        let name = file_name.to_string_lossy().into_owned();
+        let meta = fs::symlink_metadata(&file_name).map_err(io)?;
         let mtime = meta
             .modified()
             .ok()
@@ -45,7 +49,8 @@ fn copy<D: WriteAt>(
         *count += 1;
         if meta.is_dir() {
             let d = w.create_dir(parent, &name, &times, Attributes::empty())?;
-            copy(w, &e.path(), d, count)?;
+            copy(w, &src.join(&file_name), d, count)?;
+            std::env::set_current_dir(src).map_err(io)?;
         } else {
             let f = w.create_file(parent, &name, &times, Attributes::ARCHIVE, meta.len())?;
             // One read of the size the metadata gave (files do not change
@@ -53,9 +58,9 @@ fn copy<D: WriteAt>(
             let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
             buf.resize(len, 0);
             if len > 0 {
-                fs::File::open(e.path())
+                fs::File::open(&file_name)
                     .and_then(|mut file| file.read_exact(&mut buf))
-                    .map_err(|e| disk_io::Error::io(e, None))?;
+                    .map_err(io)?;
             }
             w.write(f, 0, &buf)?;
         }
@@ -78,7 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let root = w.root();
     let mut count = 0;
-    copy(&mut w, Path::new(src), root, &mut count)?;
+    let src = fs::canonicalize(src)?;
+    copy(&mut w, &src, root, &mut count)?;
     w.into_inner()?;
     eprintln!("{count} entries in {:.3} s", start.elapsed().as_secs_f64());
     Ok(())
