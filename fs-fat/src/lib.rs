@@ -7,6 +7,7 @@ pub mod boot_sector;
 pub mod dir;
 pub mod dir_entry;
 pub mod fat;
+mod fat_table;
 pub mod format;
 pub mod fuzzing;
 pub mod long_name;

@@ -512,6 +512,27 @@ fn write_extend_truncate_delete_and_reopen() {
 }
 
 #[test]
+fn a_file_named_like_the_label_gets_an_alias() {
+    let disk = MemDisk::new(1_474_560);
+    let opts = FormatOptions {
+        label: Some("DATA".into()),
+        ..FormatOptions::default()
+    };
+    let mut w = FatWriter::format(&disk, &opts).unwrap();
+    let root = w.root();
+    let f = w
+        .create_file(root, "DATA", &FileTimes::default(), Attributes::ARCHIVE, 0)
+        .unwrap();
+    w.write(f, 0, b"x").unwrap();
+    w.into_inner().unwrap();
+    let vol = FatVolume::open(&disk).unwrap();
+    let e = vol.open_path("DATA").unwrap();
+    assert!(e.has_long_name);
+    assert_eq!(e.short_name, "DATA~1");
+    assert_eq!(vol.label().unwrap().as_deref(), Some("DATA"));
+}
+
+#[test]
 fn full_volumes_and_directories_are_errors() {
     let disk = MemDisk::new(1_474_560);
     let mut w = FatWriter::format(&disk, &FormatOptions::default()).unwrap();
