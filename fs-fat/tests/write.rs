@@ -603,3 +603,67 @@ fn fuzz_write_corpus_replays() {
         test_support::replay_corpus(&["corpus/fat_write"], 1, fs_fat::fuzzing::fat_write);
     }
 }
+
+#[test]
+fn format_options_reach_the_boot_sector() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("opts.img");
+    let disk = FileDisk::create(&path, 40 << 20).unwrap();
+    let opts = FormatOptions {
+        fat_type: Some(FatType::Fat16),
+        bytes_per_sector: 4096,
+        hidden_sectors: 2048,
+        media: Some(0xf0),
+        volume_id: Some(0xdead_beef),
+        label: Some("opts".into()),
+        ..FormatOptions::default()
+    };
+    let mut w = FatWriter::format(&disk, &opts).unwrap();
+    let root = w.root();
+    let f = w
+        .create_file(
+            root,
+            "in 4K sectors.txt",
+            &FileTimes::default(),
+            Attributes::ARCHIVE,
+            0,
+        )
+        .unwrap();
+    w.write(f, 0, &pattern(100_000, 3)).unwrap();
+    w.into_inner().unwrap();
+    let vol = FatVolume::open(&disk).unwrap();
+    let b = vol.boot_sector();
+    assert_eq!(
+        (b.bytes_per_sector, b.hidden_sectors, b.media, b.fat_type),
+        (4096, 2048, 0xf0, FatType::Fat16)
+    );
+    assert_eq!(vol.serial(), Some(0xdead_beef));
+    assert_eq!(vol.label().unwrap().as_deref(), Some("OPTS"));
+    let e = vol.open_path("IN 4K SECTORS.TXT").unwrap();
+    assert!(common::read_all(&vol, &e) == pattern(100_000, 3));
+    if have_all(&["fsck.fat"]) {
+        fsck_clean(dir.path(), "opts.img");
+    }
+    // Impossible requests are errors, not volumes.
+    for bad in [
+        FormatOptions {
+            bytes_per_sector: 100,
+            ..FormatOptions::default()
+        },
+        FormatOptions {
+            sectors_per_cluster: Some(3),
+            ..FormatOptions::default()
+        },
+        FormatOptions {
+            fat_type: Some(FatType::Fat12),
+            sectors_per_cluster: Some(1),
+            ..FormatOptions::default()
+        },
+        FormatOptions {
+            label: Some("no:colons".into()),
+            ..FormatOptions::default()
+        },
+    ] {
+        assert!(fs_fat::format(&disk, &bad).is_err(), "{bad:?}");
+    }
+}
