@@ -69,6 +69,8 @@ for r in $(seq "$runs"); do
 done
 fsck.fat -n "$m_img" | tail -1
 fsck.fat -n "$img_dir/f.img" | tail -1
+cp --sparse=always "$empty" "$img_dir/f.img"
+"$fill" "$img_dir/f.img" "$tree" 2>&1 | sed 's/^/fill: /'
 m=$(printf '%s\n' "${t_mcopy[@]}" | best)
 f=$(printf '%s\n' "${t_fsfat[@]}" | best)
 mc=$(printf '%s\n' "${c_mcopy[@]}" | best)

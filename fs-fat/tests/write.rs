@@ -667,3 +667,61 @@ fn format_options_reach_the_boot_sector() {
         assert!(fs_fat::format(&disk, &bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn many_directories_cycle_through_the_cache() {
+    // More directories than the writer caches, written round-robin: the
+    // evicted ones are written back and read again.
+    let disk = MemDisk::new(16 << 20);
+    let opts = FormatOptions {
+        fat_type: Some(FatType::Fat16),
+        sectors_per_cluster: Some(1),
+        ..FormatOptions::default()
+    };
+    let mut w = FatWriter::format(&disk, &opts).unwrap();
+    let root = w.root();
+    let t = FileTimes::default();
+    let dirs: Vec<_> = (0..150)
+        .map(|i| {
+            w.create_dir(
+                root,
+                &format!("directory number {i}"),
+                &t,
+                Attributes::empty(),
+            )
+            .unwrap()
+        })
+        .collect();
+    for round in 0..3 {
+        for (i, d) in dirs.iter().enumerate() {
+            let f = w
+                .create_file(
+                    *d,
+                    &format!("file {round} of {i}.txt"),
+                    &t,
+                    Attributes::ARCHIVE,
+                    0,
+                )
+                .unwrap();
+            w.write(f, 0, format!("{round}/{i}").as_bytes()).unwrap();
+        }
+    }
+    w.into_inner().unwrap();
+    let vol = FatVolume::open(&disk).unwrap();
+    let mut files = 0;
+    vol.walk(&mut |path, e| {
+        if !e.is_dir() {
+            files += 1;
+            let data = common::read_all(&vol, e);
+            let (round, i) = path
+                .trim_start_matches("/directory number ")
+                .split_once("/file ")
+                .map(|(i, rest)| (rest.split(' ').next().unwrap().to_string(), i.to_string()))
+                .unwrap();
+            assert_eq!(data, format!("{round}/{i}").into_bytes(), "{path}");
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(files, 450);
+}
