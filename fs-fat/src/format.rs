@@ -82,7 +82,7 @@ impl Default for FormatOptions {
     }
 }
 
-/// The geometry [`format`] chose, before anything is written.
+/// The geometry [`format()`] chose, before anything is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// FAT12, FAT16 or FAT32.

@@ -284,7 +284,7 @@ struct Pending {
 const PENDING_MAX: usize = 4 << 20;
 
 impl<D: WriteAt> FatWriter<D> {
-    /// Formats `disk` with `opts` (see [`format`]) and opens it.
+    /// Formats `disk` with `opts` (see [`format()`](crate::format())) and opens it.
     pub fn format(disk: D, opts: &FormatOptions) -> Result<Self> {
         format(&disk, opts)?;
         let mut w = Self::open(disk)?;
