@@ -120,8 +120,10 @@ pub trait FsWriter: Sync {
     fn format(&self, disk: SharedWriteDisk, spec: &FormatSpec) -> Result<Box<dyn Builder>>;
 }
 
+mod fat;
+
 /// Every file-system writer logical mode knows.
-pub static WRITERS: &[&dyn FsWriter] = &[];
+pub static WRITERS: &[&dyn FsWriter] = &[&fat::FatFsWriter];
 
 /// The writer for `fs`, if one exists.
 pub fn writer_for(fs: FileSystem) -> Option<&'static dyn FsWriter> {
