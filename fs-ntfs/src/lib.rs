@@ -15,6 +15,7 @@ mod probe;
 mod record;
 mod reparse;
 mod run_list;
+pub mod security;
 mod standard_information;
 mod volume;
 
@@ -29,5 +30,6 @@ pub use probe::probe;
 pub use record::{FileRecord, RecordFlags, apply_fixups};
 pub use reparse::{Reparse, TAG_DEDUP, TAG_MOUNT_POINT, TAG_SYMLINK, TAG_WOF, parse_reparse};
 pub use run_list::{Run, decode_run_list, find_run};
+pub use security::{SdsLocation, SecurityDescriptor, Sid};
 pub use standard_information::{StandardInformation, dos, ntfs_time_to_unix};
 pub use volume::{LinkTarget, MAX_VALUE, NtfsVolume, RECORD_CACHE, records};

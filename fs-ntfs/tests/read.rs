@@ -341,6 +341,83 @@ fn check_volume(cluster: u32, dir: &Path, img: &Path) {
     }
 }
 
+/// Security descriptors through `$Secure` equal what ntfs-3g returns as
+/// `system.ntfs_acl` (the raw self-relative descriptor), for files
+/// ntfs-3g created (a `$SECURITY_DESCRIPTOR` attribute each) and the one
+/// post.py sets (in `$Secure`).
+fn check_security(dir: &Path, img: &Path) {
+    let vol = open_file(img, 0);
+    let paths = [
+        "sizes/f700",
+        "sizes/f0",
+        "deep/a",
+        "links/target.txt",
+        "big",
+    ];
+    sh("mkdir -p ro && ntfs-3g -o ro v.img ro", dir);
+    let script = format!(
+        "import os, sys\nfor p in {paths:?}: sys.stdout.write(os.getxattr('ro/' + p, 'system.ntfs_acl').hex() + '\\n')"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    sh("umount ro", dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(theirs.len(), paths.len());
+    for (path, want) in paths.iter().zip(&theirs) {
+        let f = lookup(&vol, path);
+        let id = f.standard_information().unwrap().unwrap().security_id;
+        let attr = f
+            .attributes
+            .iter()
+            .any(|a| a.ty == types::SECURITY_DESCRIPTOR);
+        // mkntfs's files and the descriptor set through ntfs-3g live in
+        // $Secure; files ntfs-3g creates carry their own attribute.
+        let in_secure = *path == "sizes/f700";
+        assert_eq!(
+            (id.is_some_and(|i| i >= 0x100), attr),
+            (in_secure, !in_secure),
+            "{path}: security id {id:?}"
+        );
+        let sd = vol.security_descriptor(&f).unwrap().unwrap();
+        let hex: String = sd.raw.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(&hex, want, "{path}");
+    }
+    let f = lookup(&vol, "sizes/f700");
+    let sd = vol.security_descriptor(&f).unwrap().unwrap();
+    assert_eq!(sd.owner.unwrap().to_string(), "S-1-5-21-1-2-3-1000");
+    assert_eq!(sd.group.unwrap().to_string(), "S-1-5-21-1-2-3-513");
+    let other = vol
+        .security_descriptor(&lookup(&vol, "sizes/f0"))
+        .unwrap()
+        .unwrap();
+    assert_ne!(other.raw, sd.raw);
+    // mkntfs's root directory has its own attribute (owner LocalSystem, as
+    // ntfsinfo shows; ntfs-3g will not read it back: EIO); $Secure itself
+    // uses security id 0x101 of $Secure.
+    let root = vol.file(records::ROOT).unwrap();
+    let sd = vol.security_descriptor(&root).unwrap().unwrap();
+    assert_eq!(sd.owner.unwrap().to_string(), "S-1-5-18");
+    let secure = vol.file(records::SECURE).unwrap();
+    let id = secure.standard_information().unwrap().unwrap().security_id;
+    assert_eq!(id, Some(0x101));
+    let sd = vol.security_descriptor(&secure).unwrap().unwrap();
+    assert_eq!(Some(sd), vol.security_descriptor_by_id(0x101).unwrap());
+    // An id $SII does not hold.
+    assert!(vol.security_descriptor_by_id(0xfff_ffff).unwrap().is_none());
+}
+
 #[test]
 fn mkntfs_512_byte_clusters() {
     if let Some((dir, img)) = build(512, 512) {
@@ -352,6 +429,7 @@ fn mkntfs_512_byte_clusters() {
 fn mkntfs_4k_clusters_and_damage() {
     if let Some((dir, img)) = build(4096, 512) {
         check_volume(4096, dir.path(), &img);
+        check_security(dir.path(), &img);
         damage(&img);
     }
 }
