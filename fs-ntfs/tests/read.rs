@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use disk_io::{ErrorKind, FileDisk, ReadAt, Window};
 use fs_ntfs::attribute::types;
-use fs_ntfs::{File, LinkTarget, NtfsVolume, StreamData, records};
+use fs_ntfs::{Exported, ExportedAttribute, File, LinkTarget, NtfsVolume, StreamData, records};
 use test_support::{have_all, sh, testdata};
 
 const FILL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/fill.py");
@@ -186,6 +186,7 @@ fn check_volume(cluster: u32, dir: &Path, img: &Path) {
         "cluster {cluster}"
     );
     assert!(ours.contains_key("/big/entry-02999.txt"));
+    check_export(&vol, &ours, cluster);
 
     // Reparse points made through ntfs-3g's reparse xattr.
     assert_eq!(ours["/winlink"].1, Node::Link("sizes\\f1".into()));
@@ -339,6 +340,106 @@ fn check_volume(cluster: u32, dir: &Path, img: &Path) {
         }
         assert_eq!(vol.used_clusters().unwrap(), want);
     }
+}
+
+/// Reassembles stream `name` of `file` from its exported attributes: a
+/// resident value whole, else the clusters of every extent placed at their
+/// VCNs, cut at the data size, zeros past the initialised size. `None` for
+/// a compressed stream (its clusters are stored compressed).
+fn reassemble<D: ReadAt>(vol: &NtfsVolume<D>, file: &File, name: &str) -> Option<Vec<u8>> {
+    let name: Vec<u16> = name.encode_utf16().collect();
+    let attrs = vol.export_attributes(file).unwrap();
+    // Record order: the base record first, as parsed.
+    let records: Vec<u64> = attrs.iter().map(|a| a.record).collect();
+    assert_eq!(records.first(), Some(&file.number));
+    for a in &attrs {
+        assert_eq!(
+            &a.header[..4],
+            &a.ty.to_le_bytes(),
+            "attribute type in the header"
+        );
+        assert_eq!(a.header[8] == 0, a.is_resident());
+        assert_eq!(
+            u32::from_le_bytes(a.header[4..8].try_into().unwrap()) as usize,
+            a.header.len()
+        );
+    }
+    let parts: Vec<&ExportedAttribute> = attrs
+        .iter()
+        .filter(|a| a.ty == types::DATA && a.name == name)
+        .collect();
+    if let [one] = parts[..] {
+        if let Exported::Resident(v) = &one.content {
+            return Some(v.clone());
+        }
+    }
+    if parts.iter().any(|a| a.flags.compressed()) {
+        return None;
+    }
+    let cs = u64::from(vol.cluster_size());
+    let (size, init) = parts
+        .iter()
+        .find_map(|a| match &a.content {
+            Exported::NonResident(n) if n.start_vcn == 0 => Some((n.data_size, n.initialized_size)),
+            _ => None,
+        })
+        .unwrap();
+    let mut out = vec![0u8; size as usize];
+    for a in &parts {
+        vol.export_data(a, &mut |vcn, bytes| {
+            let at = vcn * cs;
+            let end = (at + bytes.len() as u64).min(init);
+            if at < end {
+                out[at as usize..end as usize].copy_from_slice(&bytes[..(end - at) as usize]);
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    Some(out)
+}
+
+/// Attribute-level export: every file's data stream reassembles from its
+/// exported attributes (resident whole, non-resident from the clusters of
+/// its runs) to the bytes read through the stream.
+fn check_export<D: ReadAt>(
+    vol: &NtfsVolume<D>,
+    ours: &BTreeMap<String, (u64, Node)>,
+    cluster: u32,
+) {
+    let (mut resident, mut clusters, mut compressed) = (0, 0, 0);
+    for (path, (rec, node)) in ours {
+        let Node::File(data) = node else { continue };
+        let f = vol.file(*rec).unwrap();
+        match reassemble(vol, &f, "") {
+            Some(got) => {
+                assert!(
+                    got == *data,
+                    "{path}: exported attributes differ from the file"
+                );
+                if matches!(
+                    f.stream(types::DATA, &[]).unwrap().unwrap().data,
+                    StreamData::Resident(_)
+                ) {
+                    resident += 1;
+                } else {
+                    clusters += 1;
+                }
+            }
+            None => compressed += 1,
+        }
+    }
+    assert!(
+        resident > 10 && clusters > 5,
+        "{resident} resident, {clusters} non-resident"
+    );
+    assert_eq!(compressed > 0, cluster <= 4096);
+    let s = lookup(vol, "/streams.txt");
+    assert_eq!(reassemble(vol, &s, "small").unwrap(), b"small stream");
+    assert_eq!(
+        reassemble(vol, &s, "large").unwrap(),
+        read_data(vol, &s, "large")
+    );
 }
 
 /// Security descriptors through `$Secure` equal what ntfs-3g returns as
