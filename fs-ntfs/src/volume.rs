@@ -225,7 +225,8 @@ impl<D: ReadAt> NtfsVolume<D> {
     fn no_run(&self, stream: &Stream, vcn: u64) -> Error {
         Error::corrupt(
             alloc::format!(
-                "attribute {:#x} \"{}\": no run maps VCN {vcn} (size {})",
+                "MFT record {} attribute {:#x} \"{}\": no run maps VCN {vcn} (size {})",
+                stream.record,
                 stream.ty,
                 utf16_string(&stream.name),
                 stream.size
@@ -483,7 +484,12 @@ impl<D: ReadAt> NtfsVolume<D> {
                 plain.copy_from_slice(raw.get(..n).unwrap_or_default());
             } else {
                 lznt1_decompress(&raw, raw_pos, &mut plain).map_err(|e| {
-                    e.context(alloc::format!("compression unit at VCN {first_vcn}"))
+                    e.context(alloc::format!(
+                        "MFT record {} attribute {:#x} \"{}\": compression unit at VCN {first_vcn}",
+                        stream.record,
+                        stream.ty,
+                        utf16_string(&stream.name)
+                    ))
                 })?;
             }
             let within = (pos - first_vcn * cs) as usize;
