@@ -713,6 +713,24 @@ fn damage(img: &Path) {
         assert_eq!(e.offset(), Some(at as u64));
     }
 
+    // An $SDS entry whose header names another security id than $SII.
+    let f = lookup(&vol, "/sizes/f700");
+    let sd = vol.security_descriptor(&f).unwrap().unwrap();
+    let at = pristine
+        .windows(sd.raw.len())
+        .position(|w| w == sd.raw.as_slice())
+        .unwrap();
+    let mut bytes = pristine.clone();
+    bytes[at - 16] ^= 0x40;
+    let v = NtfsVolume::open(bytes).unwrap();
+    let e = v.security_descriptor(&f).unwrap_err();
+    assert!(
+        e.to_string().contains("$SDS entry")
+            && e.to_string().contains(&format!("file {}", f.number)),
+        "{e}"
+    );
+    assert_eq!(e.offset(), Some(at as u64 - 20));
+
     // An index loop: a child pointer inside the top INDX node of the
     // 3,000-entry directory names that node itself.
     let big = vol.file(find("big")).unwrap();
