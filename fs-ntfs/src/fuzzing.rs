@@ -24,8 +24,9 @@ const SECTOR: u64 = 512;
 /// Opens `data` (a volume or a packed volume) as NTFS and walks
 /// everything, bounded: the directory tree from the root (at most 2,000
 /// files, 16 levels), every `$DATA` stream of every file (the first
-/// 64 KiB), link targets and the used-cluster map. Errors are fine; panics
-/// and hangs are bugs.
+/// 64 KiB), link targets, security descriptors, the attribute export (the
+/// first 64 KiB of clusters of each non-resident attribute) and the
+/// used-cluster map. Errors are fine; panics and hangs are bugs.
 pub fn ntfs_read(data: &[u8]) {
     match Packed::parse(data) {
         Some(packed) => walk(&packed),
@@ -57,6 +58,20 @@ pub fn walk<D: ReadAt + ?Sized>(disk: &D) {
         let _ = file.link_count();
         let _ = file.standard_information();
         let _ = vol.link_target(&file);
+        let _ = vol.security_descriptor(&file);
+        if let Ok(attributes) = vol.export_attributes(&file) {
+            for a in attributes.iter().filter(|a| !a.is_resident()) {
+                // The first 64 KiB of clusters of each, then stop.
+                let mut left = 64usize << 10;
+                let _ = vol.export_data(a, &mut |_, bytes| {
+                    left = left.saturating_sub(bytes.len());
+                    if left == 0 {
+                        return Err(Error::invalid_input("enough"));
+                    }
+                    Ok(())
+                });
+            }
+        }
         for a in file.attributes.iter().filter(|a| a.ty == types::DATA) {
             if let Ok(Some(s)) = file.stream(types::DATA, &a.name) {
                 let _ = vol.read_stream(&s, 0, &mut buf);
