@@ -245,9 +245,15 @@ impl VhdxWriter {
         } = v;
         let metadata = regions.find(region_table::METADATA_GUID, "metadata")?;
         let raw_header = disk_io::read_vec(&file, h.offset(), header::SIZE)?;
-        let mut end = file
-            .size()
-            .max(h.log_offset + u64::from(h.log_length))
+        let file_size = match &replay {
+            Some(r) if r.entries > 0 => file
+                .size()
+                .max(r.last_file_offset)
+                .max(r.overlay.data_end()),
+            _ => file.size(),
+        };
+        let mut end = file_size
+            .max(h.log_offset.saturating_add(u64::from(h.log_length)))
             .max(HEADER_SECTION);
         for r in &regions.entries {
             end = end.max(r.end());
@@ -259,7 +265,18 @@ impl VhdxWriter {
                 g.block_size
             };
             if matches!(e & 7, FULLY_PRESENT | PARTIALLY_PRESENT) {
-                end = end.max(bat::entry_offset(e).saturating_add(len));
+                let host = bat::entry_offset(e);
+                let stop = host.saturating_add(len);
+                // New blocks go at the end: one named past it would alias them.
+                if host < HEADER_SECTION || stop > file_size {
+                    return Err(Error::corrupt(
+                        format!(
+                            "vhdx BAT entry {i} points to {host:#x}: inside the header section or past the end of the {file_size}-byte file"
+                        ),
+                        bat_region.file_offset + 8 * i as u64,
+                    ));
+                }
+                end = end.max(stop);
             }
         }
         let end = end.checked_next_multiple_of(MIB).unwrap_or(end);
