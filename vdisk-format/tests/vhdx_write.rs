@@ -548,3 +548,23 @@ fn written_across_tools() {
     assert_clean(d, "o.vhdx");
     assert_eq!(first_difference(&qemu_guest(d, "o.vhdx"), &model), None);
 }
+
+/// A BAT entry naming a block past the end of the file is refused when
+/// the file is opened for writing (new blocks would alias it), naming the
+/// entry.
+#[test]
+fn block_past_the_end_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.vhdx");
+    let out = create_output(&path, Format::Vhdx, 8 << 20, &opts("block_size=1M")).unwrap();
+    out.disk.write_at(0, &[5; 512]).unwrap();
+    out.finish().unwrap();
+    drop(out);
+    let file = FileDisk::open_rw(&path).unwrap();
+    // The BAT is at 2 MiB (after the 1 MiB log); entry 0 -> 1 TiB.
+    file.write_at(2 << 20, &((1u64 << 40) | 6).to_le_bytes())
+        .unwrap();
+    drop(file);
+    let e = open_rw(&path).err().unwrap();
+    assert!(e.to_string().contains("BAT entry 0"), "{e}");
+}
