@@ -907,6 +907,34 @@ impl<D: ReadAt> NtfsVolume<D> {
             .map_err(|e| e.context(alloc::format!("$SDS entry of security id {id}")))
     }
 
+    /// Byte ranges of the volume a copy must keep, sorted and merged:
+    /// every cluster `$Bitmap` marks used, plus the backup boot sector in
+    /// the sector after the last one the boot sector counts (the
+    /// partition's last sector as mkntfs and Windows place it), which lies
+    /// outside every cluster and which partclone does not copy.
+    pub fn used_byte_ranges(&self) -> Result<Vec<Range<u64>>> {
+        let cs = u64::from(self.boot.cluster_size);
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for r in self.used_clusters()? {
+            let (Some(start), Some(end)) = (r.start.checked_mul(cs), r.end.checked_mul(cs)) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some(prev) if prev.end >= start => prev.end = prev.end.max(end),
+                _ => out.push(start..end),
+            }
+        }
+        let backup = self.boot.volume_size();
+        let end = backup.saturating_add(u64::from(self.boot.sector_size));
+        if end <= self.disk.size() {
+            match out.last_mut() {
+                Some(prev) if prev.end >= backup => prev.end = prev.end.max(end),
+                _ => out.push(backup..end),
+            }
+        }
+        Ok(out)
+    }
+
     /// The used clusters as `$Bitmap` marks them, as sorted, merged ranges
     /// of cluster numbers.
     pub fn used_clusters(&self) -> Result<Vec<Range<u64>>> {
