@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use disk_io::{Error, ReadAt};
-use image_convert::{Comparison, ConvertOptions, PathError, compare_sectors, open_source};
+use image_convert::{
+    Comparison, ConvertOptions, LogicalComparison, PathError, Which, compare_logical,
+    compare_sectors, open_source,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use args::{Cli, Command, ConvertArgs};
@@ -147,14 +150,11 @@ fn progress_bar() -> ProgressBar {
 }
 
 fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
-    if logical {
-        return Err(unsupported(
-            "compare --logical",
-            "logical comparison is not implemented yet",
-        ));
-    }
     let ia = open_source(a, false)?;
     let ib = open_source(b, false)?;
+    if logical {
+        return compare_logical_images(a, ia, b, ib);
+    }
     if ia.size() != ib.size() {
         println!(
             "Warning: image size mismatch ({} and {} bytes)",
@@ -186,6 +186,29 @@ fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
         }
         Comparison::DiffersAt(offset) => {
             println!("Content mismatch at offset {offset} ({offset:#x})!");
+            Ok(EXIT_NEGATIVE)
+        }
+    }
+}
+
+/// `compare --logical`: layouts and file-system trees.
+fn compare_logical_images(
+    a: &Path,
+    ia: vdisk_format::Image,
+    b: &Path,
+    ib: vdisk_format::Image,
+) -> Result<u8, PathError> {
+    let verdict = compare_logical(Arc::new(ia), Arc::new(ib)).map_err(|e| match e.which {
+        Which::A => PathError::new(a, e.error),
+        Which::B => PathError::new(b, e.error),
+    })?;
+    match verdict {
+        LogicalComparison::Equal => {
+            println!("Images are logically identical.");
+            Ok(0)
+        }
+        LogicalComparison::Differs(what) => {
+            println!("Logical mismatch: {what}");
             Ok(EXIT_NEGATIVE)
         }
     }
