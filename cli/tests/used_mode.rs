@@ -207,7 +207,7 @@ fn used_mode_mbr_and_gpt_disks() {
 
 #[test]
 fn used_mode_whole_disk_file_systems() {
-    for fs in [Fs::Ext4, Fs::Ntfs] {
+    for fs in [Fs::Fat, Fs::Ext4, Fs::Ntfs] {
         if !have_all(&tools_for(&[fs])) || !have("qemu-img") {
             return;
         }
@@ -244,10 +244,36 @@ fn used_mode_refuses_to_shrink_and_logical_is_honest() {
     let out = vdisk(&["convert", "--mode", "logical", "-O", "raw", s(&a), s(&b)]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!b.exists());
-    // A disk with an empty partition: used mode copies it whole.
-    ok(&["convert", "--mode", "used", "-q", "-O", "raw", s(&a), s(&b)]);
+    // A disk with an empty partition: used mode copies it whole. With
+    // --progress off a terminal, progress comes as lines on stderr.
+    let out = vdisk(&[
+        "convert",
+        "--mode",
+        "used",
+        "--progress",
+        "-O",
+        "raw",
+        s(&a),
+        s(&b),
+    ]);
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("4194304/4194304 bytes (100.0%)"), "{log}");
+    assert!(log.contains("MiB/s, ETA"), "{log}");
     assert_eq!(
         ok(&["compare", s(&a), s(&b)]).trim(),
         "Images are identical."
     );
+    std::fs::remove_file(&b).unwrap();
+    let out = vdisk(&[
+        "convert",
+        "--mode",
+        "used",
+        "-q",
+        "-O",
+        "qcow2",
+        s(&a),
+        s(&b),
+    ]);
+    assert!(out.status.success() && out.stderr.is_empty());
 }
