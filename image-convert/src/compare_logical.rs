@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use disk_io::{Error, Result, Window};
 use partition::PartitionTable;
@@ -131,15 +132,63 @@ fn sectors(
     what: &str,
     base: u64,
 ) -> core::result::Result<LogicalComparison, CompareError> {
-    // A read error is attributed to A, the side it is most often about:
-    // compare_sectors does not say which side failed.
-    Ok(match compare_sectors(a, b).map_err(on(Which::A))? {
+    let failed = AtomicU8::new(0);
+    let ta = Tagged {
+        disk: a,
+        side: 1,
+        failed: &failed,
+    };
+    let tb = Tagged {
+        disk: b,
+        side: 2,
+        failed: &failed,
+    };
+    let verdict = compare_sectors(&ta, &tb).map_err(|error| CompareError {
+        which: if failed.load(Ordering::Relaxed) == 2 {
+            Which::B
+        } else {
+            Which::A
+        },
+        error,
+    })?;
+    Ok(match verdict {
         Comparison::Equal => LogicalComparison::Equal,
         Comparison::DiffersAt(off) => differs(format!(
             "{what}: contents differ at byte {off} (disk offset {} of the first image)",
             base.saturating_add(off)
         )),
     })
+}
+
+/// A disk that notes in `failed` which side of a comparison it is when a
+/// read or map query fails.
+struct Tagged<'a> {
+    disk: &'a dyn disk_io::ReadAt,
+    side: u8,
+    failed: &'a AtomicU8,
+}
+
+impl Tagged<'_> {
+    fn note<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.failed.store(self.side, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl disk_io::ReadAt for Tagged<'_> {
+    fn size(&self) -> u64 {
+        self.disk.size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.note(self.disk.read_at(offset, buf))
+    }
+
+    fn allocation(&self, offset: u64, length: u64) -> Result<disk_io::Extent> {
+        self.note(self.disk.allocation(offset, length))
+    }
 }
 
 fn compare_tables(

@@ -196,9 +196,27 @@ fn keep_ranges<D: ReadAt + ?Sized>(
     Ok(normalise(ranges, start, size))
 }
 
+/// Most kept ranges one file system may have: beyond it (a badly
+/// fragmented volume), the smallest gaps are copied too, so that the map
+/// stays within 16 MiB whatever the disk size.
+pub const MAX_KEEP_RANGES: usize = 1 << 20;
+
 /// Clips relative `ranges` to `0..size`, sorts and merges them, and moves
-/// them to absolute offsets from `start`.
-fn normalise(mut ranges: Vec<Range<u64>>, start: u64, size: u64) -> Vec<Range<u64>> {
+/// them to absolute offsets from `start`; at most [`MAX_KEEP_RANGES`]
+/// come back.
+fn normalise(ranges: Vec<Range<u64>>, start: u64, size: u64) -> Vec<Range<u64>> {
+    let mut out = merge(ranges, start, size, 0);
+    // Double the smallest gap worth keeping out until the map is small.
+    let mut gap = 4096u64;
+    while out.len() > MAX_KEEP_RANGES && gap < size {
+        out = merge(out, 0, u64::MAX, gap);
+        gap = gap.saturating_mul(2);
+    }
+    out
+}
+
+/// Clips, sorts, shifts by `start` and merges ranges closer than `gap`.
+fn merge(mut ranges: Vec<Range<u64>>, start: u64, size: u64, gap: u64) -> Vec<Range<u64>> {
     ranges.retain(|r| r.start < r.end && r.start < size);
     ranges.sort_by_key(|r| r.start);
     let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
@@ -206,7 +224,7 @@ fn normalise(mut ranges: Vec<Range<u64>>, start: u64, size: u64) -> Vec<Range<u6
         let s = start.saturating_add(r.start);
         let e = start.saturating_add(r.end.min(size));
         match out.last_mut() {
-            Some(prev) if prev.end >= s => prev.end = prev.end.max(e),
+            Some(prev) if prev.end.saturating_add(gap) >= s => prev.end = prev.end.max(e),
             _ => out.push(s..e),
         }
     }
@@ -335,6 +353,16 @@ mod tests {
     fn normalise_clips_sorts_and_merges() {
         let r = normalise(vec![50..60, 0..10, 5..20, 90..200, 300..400], 1000, 100);
         assert_eq!(r, vec![1000..1020, 1050..1060, 1090..1100]);
+    }
+
+    #[test]
+    fn fragmented_maps_are_coarsened() {
+        let n = MAX_KEEP_RANGES as u64 * 2;
+        let ranges: Vec<_> = (0..n).map(|i| i * 8192..i * 8192 + 4096).collect();
+        let r = normalise(ranges, 0, n * 8192);
+        assert!(r.len() <= MAX_KEEP_RANGES);
+        assert_eq!(r.first().map(|r| r.start), Some(0));
+        assert_eq!(r.last().map(|r| r.end), Some((n - 1) * 8192 + 4096));
     }
 
     #[test]
