@@ -109,3 +109,45 @@ fn logical_comparison_finds_the_first_difference() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("missing.img"), "{out}");
 }
+
+/// A logical copy (fresh FAT file systems, other sectors, rescaled
+/// layout) compares equal, and `compare` without `--logical` tells them
+/// apart.
+#[test]
+fn logical_copies_compare_equal() {
+    use std::sync::Arc;
+
+    use disk_io::FileDisk;
+    use image_convert::logical::{SharedWriteDisk, copy_logical};
+    use image_convert::volume::SharedDisk;
+    use image_convert::{LogicalComparison, compare_logical};
+
+    let fss = [Fs::Fat, Fs::Fat];
+    if !have_all(&tools_for(&fss)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = build_disk(d, "a.img", Table::Mbr, &fss, 16);
+    for (name, size) in [("same.img", 0u64), ("grown.img", 16 << 20)] {
+        let src: SharedDisk = Arc::new(FileDisk::open(&disk.path).unwrap());
+        let size = src.size() + size;
+        let dst = d.join(name);
+        let out: SharedWriteDisk = Arc::new(FileDisk::create(&dst, size).unwrap());
+        copy_logical(Arc::clone(&src), out, None, &mut |_, _| {}).unwrap();
+        let copy: SharedDisk = Arc::new(FileDisk::open(&dst).unwrap());
+        assert_eq!(
+            compare_logical(src, copy).unwrap(),
+            LogicalComparison::Equal,
+            "{name}"
+        );
+        let (code, out) = compare(d, "a.img", name);
+        assert_eq!(code, Some(0), "{name}: {out}");
+        let sectors = Command::new(env!("CARGO_BIN_EXE_vdisk"))
+            .args(["compare", "a.img", name])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert_eq!(sectors.status.code(), Some(1), "{name}");
+    }
+}
