@@ -218,7 +218,7 @@ fn used_mode_whole_disk_file_systems() {
 }
 
 #[test]
-fn used_mode_refuses_to_shrink_and_logical_is_honest() {
+fn used_and_logical_modes_refuse_to_shrink_what_they_cannot() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     sh(
@@ -241,8 +241,21 @@ fn used_mode_refuses_to_shrink_and_logical_is_honest() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot shrink"));
     assert!(!b.exists());
-    let out = vdisk(&["convert", "--mode", "logical", "-O", "raw", s(&a), s(&b)]);
+    // Logical mode copies a partition without a file system by sector:
+    // it cannot shrink either.
+    let out = vdisk(&[
+        "convert",
+        "--mode",
+        "logical",
+        "--size",
+        "2M",
+        "-O",
+        "raw",
+        s(&a),
+        s(&b),
+    ]);
     assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("partition 1"));
     assert!(!b.exists());
     // A disk with an empty partition: used mode copies it whole. With
     // --progress off a terminal, progress comes as lines on stderr.

@@ -7,12 +7,16 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
 
-use disk_io::{Error, ErrorKind, ReadAt};
+use std::sync::Arc;
+
+use disk_io::{Error, ErrorKind, ReadAt, WriteAt};
 use vdisk_format::{CreateOptions, Format, Image};
 
 use crate::copy::{CopyOptions, CopyStats, Side, copy_sectors};
 use crate::inspect::is_recognised;
+use crate::logical::{LogicalReport, SharedWriteDisk, copy_planned, plan_logical};
 use crate::used::{UsedFilter, used_layout};
+use crate::volume::SharedDisk;
 
 /// How much of the source a conversion carries over.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -135,20 +139,29 @@ pub fn convert(
     opts: &ConvertOptions<'_>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<CopyStats, PathError> {
+    Ok(convert_report(src, dst, opts, progress)?.0)
+}
+
+/// [`convert`], also saying, in logical mode, how each partition was
+/// carried over.
+pub fn convert_report(
+    src: &Path,
+    dst: &Path,
+    opts: &ConvertOptions<'_>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(CopyStats, Option<LogicalReport>), PathError> {
     let format = opts.format.unwrap_or(Format::Raw);
     let image = open_source(src, opts.allow_unrecognised)?;
+    if opts.mode == Mode::Logical {
+        return convert_logical(image, src, dst, format, opts, progress);
+    }
     // Used mode reads the layout and the file systems' used maps before
     // anything is written, so a file system it cannot read leaves no
     // output behind.
     let layout = match opts.mode {
         Mode::Sector => None,
         Mode::Used => Some(used_layout(&image).map_err(|e| PathError::new(src, e))?),
-        Mode::Logical => {
-            return Err(Error::unsupported(
-                "conversion mode 'logical': no file-system writer is wired into the pipeline yet",
-            )
-            .into());
-        }
+        Mode::Logical => None,
     };
     let size = opts.size.unwrap_or(image.size());
     if size < image.size() {
@@ -201,7 +214,89 @@ pub fn convert(
     }
     drop(output);
     temp.commit(opts.sync)?;
-    Ok(stats)
+    Ok((stats, None))
+}
+
+/// Logical mode: the layout and fresh file systems, file by file (see
+/// [`crate::logical`]); every fit is checked before the output exists.
+fn convert_logical(
+    image: Image,
+    src: &Path,
+    dst: &Path,
+    format: Format,
+    opts: &ConvertOptions<'_>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(CopyStats, Option<LogicalReport>), PathError> {
+    let size = opts.size.unwrap_or(image.size());
+    refuse_same_file(src, dst)?;
+    let defaults = CreateOptions::new();
+    let create = opts.create.unwrap_or(&defaults);
+    if create.sequential() || create.get("backing_file").is_some() {
+        return Err(Error::unsupported(
+            "logical mode into a compressed, stream-optimized or child output \
+             (it writes out of order: convert logically into a sparse image, then convert that)",
+        )
+        .into());
+    }
+    let source: SharedDisk = Arc::new(image);
+    let plan = plan_logical(Arc::clone(&source), size).map_err(|e| PathError::new(src, e))?;
+    let temp = TempOutput::new(dst)?;
+    let output = Arc::new(
+        vdisk_format::create_output(&temp.path, format, size, create)
+            .map_err(|e| PathError::new(dst, e))?,
+    );
+    let shared: SharedWriteDisk = Arc::new(SharedOutput(Arc::clone(&output)));
+    let report =
+        copy_planned(plan, shared, opts.cancel, progress).map_err(|e| PathError::new(dst, e))?;
+    output.finish().map_err(|e| PathError::new(dst, e))?;
+    if opts.sync {
+        output.disk.flush().map_err(|e| PathError::new(dst, e))?;
+    }
+    drop(output);
+    temp.commit(opts.sync)?;
+    let bytes = report.units.iter().map(|u| u.bytes).sum();
+    let stats = CopyStats {
+        total: size,
+        read: bytes,
+        written: bytes,
+        zero: 0,
+    };
+    Ok((stats, Some(report)))
+}
+
+/// An output shared by the file-system writers of a logical copy.
+struct SharedOutput(Arc<vdisk_format::Output>);
+
+impl ReadAt for SharedOutput {
+    fn size(&self) -> u64 {
+        self.0.disk.size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> disk_io::Result<()> {
+        self.0.disk.read_at(offset, buf)
+    }
+
+    fn allocation(&self, offset: u64, length: u64) -> disk_io::Result<disk_io::Extent> {
+        self.0.disk.allocation(offset, length)
+    }
+}
+
+impl WriteAt for SharedOutput {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> disk_io::Result<()> {
+        self.0.disk.write_at(offset, buf)
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64) -> disk_io::Result<()> {
+        self.0.disk.write_zeroes(offset, length)
+    }
+
+    fn discard(&self, offset: u64, length: u64) -> disk_io::Result<()> {
+        self.0.disk.discard(offset, length)
+    }
+
+    fn flush(&self) -> disk_io::Result<()> {
+        self.0.disk.flush()
+    }
 }
 
 /// Refuses to convert an image onto itself.

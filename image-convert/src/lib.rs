@@ -13,7 +13,7 @@ pub use used::{FilteredVolume, UsedFilter, UsedLayout, used_layout};
 
 pub use compare::{Comparison, compare_sectors};
 pub use compare_logical::{CompareError, LogicalComparison, Which, compare_logical};
-pub use convert::{ConvertOptions, Mode, PathError, convert, open_source};
+pub use convert::{ConvertOptions, Mode, PathError, convert, convert_report, open_source};
 pub use copy::{
     BATCH, CHUNK, CopyError, CopyOptions, CopyStats, DEFAULT_THREADS, Side, ZERO_BLOCK,
     copy_sectors,

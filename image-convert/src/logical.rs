@@ -185,7 +185,24 @@ pub fn copy_logical(
     cancel: Option<&AtomicBool>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<LogicalReport> {
-    let (src_size, dst_size) = (src.size(), dst.size());
+    let plan = plan_logical(src, dst.size())?;
+    copy_planned(plan, dst, cancel, progress)
+}
+
+/// What a logical conversion will do, decided and checked before anything
+/// is written.
+pub struct LogicalPlan {
+    table: Option<&'static str>,
+    layout: Option<Layout>,
+    units: Vec<Unit>,
+    size: u64,
+}
+
+/// Plans the logical conversion of `src` to a disk of `dst_size` bytes:
+/// reads the layout and file systems and refuses, naming the partition,
+/// whatever cannot fit.
+pub fn plan_logical(src: SharedDisk, dst_size: u64) -> Result<LogicalPlan> {
+    let src_size = src.size();
     let mut report = LogicalReport::default();
     let mut layout_out = None;
     let mut units = Vec::new();
@@ -240,6 +257,33 @@ pub fn copy_logical(
     for u in &units {
         check_fits(u)?;
     }
+    Ok(LogicalPlan {
+        table: report.table,
+        layout: layout_out,
+        units,
+        size: dst_size,
+    })
+}
+
+/// Carries out `plan` on `dst` (empty, of the planned size).
+pub fn copy_planned(
+    plan: LogicalPlan,
+    dst: SharedWriteDisk,
+    cancel: Option<&AtomicBool>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<LogicalReport> {
+    if dst.size() != plan.size {
+        return Err(Error::invalid_input(format!(
+            "destination of {} bytes for a plan made for {}",
+            dst.size(),
+            plan.size
+        )));
+    }
+    let mut report = LogicalReport {
+        table: plan.table,
+        units: Vec::new(),
+    };
+    let (layout_out, units) = (plan.layout, plan.units);
 
     // Nothing has been written so far.
     if let Some(layout) = &layout_out {
@@ -277,6 +321,13 @@ pub fn copy_logical(
                 };
                 let stats =
                     copy_sectors(&*u.src, &*out, &opts, &mut unit_progress).map_err(|e| e.error)?;
+                if fs_name == Some("ntfs") && u.dst_len > part_len {
+                    // NTFS keeps a copy of its boot sector in the last
+                    // sector of its partition, where the checkers look.
+                    let mut boot = [0u8; 512];
+                    u.src.read_at(0, &mut boot)?;
+                    out.write_at(u.dst_len - 512, &boot)?;
+                }
                 UnitReport {
                     number: u.number,
                     fs_name,
