@@ -435,3 +435,44 @@ fn options_are_checked() {
     // Too big for the block map.
     assert!(create_output(p("c"), Format::Vdi, 1 << 60, &opts("")).is_err());
 }
+
+/// Damaged images: refused or written without a panic.
+#[test]
+fn mutated_images_are_errors_not_panics() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh("qemu-img create -q -f vdi good.vdi 6M", d);
+    sh(
+        "qemu-io -f vdi -c 'write -P 1 0 100k' -c 'write -P 2 3M 12k' good.vdi >/dev/null",
+        d,
+    );
+    let good = std::fs::read(d.join("good.vdi")).unwrap();
+    let mut rng = Rng(77);
+    let path = d.join("bad.vdi");
+    for _ in 0..200 {
+        let mut bad = good.clone();
+        for _ in 0..1 + rng.below(6) {
+            // Header and block map: the first 1 KiB.
+            let at = 0x40 + rng.below(0x400 - 0x40) as usize;
+            bad[at] = rng.next() as u8;
+        }
+        std::fs::write(&path, &bad).unwrap();
+        let Ok(w) = open_rw(&path) else { continue };
+        let size = w.disk.size();
+        let mut buf = vec![0u8; 10_000];
+        let _ = w
+            .disk
+            .write_at(rng.below(size.saturating_sub(5000)), &[3; 5000]);
+        let _ = w
+            .disk
+            .write_zeroes(rng.below(size / 2), (size / 2).min(1 << 21));
+        let _ = w.disk.discard(rng.below(size / 2), 9000);
+        let _ = w
+            .disk
+            .read_at(rng.below(size.saturating_sub(10_000)), &mut buf);
+        let _ = w.disk.flush();
+    }
+}
