@@ -162,6 +162,12 @@ fn convert_case(options: &str, seed: u64) {
     out.disk.flush().unwrap();
     drop(out);
     assert_clean(d, "ours.vdi");
+    // The file ends with its last block (room grown ahead is cut).
+    let bytes = std::fs::read(d.join("ours.vdi")).unwrap();
+    let le = |at: usize| u64::from(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()));
+    assert_eq!(bytes.len() as u64, le(0x158) + (le(0x184) << 20));
+    assert_eq!(le(0x154), 0x200, "block map after the header");
+    assert_eq!(le(0x158) % (1 << 20), 0, "data area aligned");
     sh("qemu-img compare -f raw -F vdi src.raw ours.vdi", d);
     let v = info(d, "ours.vdi");
     assert_eq!(v["format"], "vdi");

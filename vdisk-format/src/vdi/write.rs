@@ -50,6 +50,9 @@ const MAP_PAGE: usize = 4096;
 /// Largest stretch of block map rewritten in one write (dirty pages
 /// further apart are written separately).
 const MAX_ONE_WRITE: usize = 1 << 20;
+/// The file grows by at least this much at a time (one `ftruncate` per
+/// block costs more than the write); the excess is cut at the next flush.
+const GROW_AHEAD: u64 = 64 << 20;
 
 /// How a new VDI image is made.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -116,6 +119,9 @@ struct State {
     renew_uuid: bool,
     /// Sync the data before the metadata naming it.
     barriers: bool,
+    /// File bytes from here on read as zeros (holes this writer made),
+    /// past the blocks in use.
+    zero_from: u64,
 }
 
 /// A VDI image (dynamic or static, header 1.1) open for writing, through
@@ -182,7 +188,12 @@ impl VdiWriter {
             blocks,
             fixed: params.fixed,
         };
-        Ok(VdiWriter::assemble(file, g, head, map, allocated, false))
+        let w = VdiWriter::assemble(file, g, head, map, allocated, false);
+        w.state.with_write(|st| {
+            st.zero_from = len;
+            Ok(())
+        })?;
+        Ok(w)
     }
 
     /// Opens the existing dynamic or static image in `file` (opened
@@ -222,9 +233,11 @@ impl VdiWriter {
             blocks: h.blocks,
             fixed: h.image_type == ImageType::Static,
         };
+        let zero_from = file.size();
         let w = VdiWriter::assemble(file, g, head, map, h.blocks_allocated, true);
         w.state.with_write(|st| {
             st.renew_uuid = true;
+            st.zero_from = zero_from;
             Ok(())
         })?;
         Ok(w)
@@ -250,6 +263,7 @@ impl VdiWriter {
                 dirty_pages: BTreeSet::new(),
                 renew_uuid: false,
                 barriers,
+                zero_from: 0,
             }),
         }
     }
@@ -406,14 +420,15 @@ impl VdiWriter {
         st.dirty_pages.clear();
         let shrunk = st.allocated < st.disk_allocated;
         st.disk_allocated = st.allocated;
-        if shrunk {
-            let end = self.g.slot(st.allocated);
-            if self.file.size() > end {
-                if st.barriers {
-                    self.file.flush()?;
-                }
-                self.file.set_size(end)?;
+        // The file ends with the last block in use: blocks given back
+        // (once no entry on disk names them) and room grown ahead go.
+        let end = self.g.slot(st.allocated);
+        if self.file.size() > end && (shrunk || st.zero_from < self.file.size()) {
+            if shrunk && st.barriers {
+                self.file.flush()?;
             }
+            self.file.set_size(end)?;
+            st.zero_from = end;
         }
         Ok(())
     }
@@ -459,10 +474,14 @@ impl VdiWriter {
             let first = self.allocate(st, count)?;
             let slot = self.g.slot(first);
             let slots_end = self.g.slot(first + count);
-            if self.file.size() <= slot {
-                // Past the end of the file: the rest of the blocks is a
-                // hole, zeros.
-                self.file.set_size(slots_end)?;
+            if slot >= st.zero_from {
+                // Holes this writer made: the rest of the blocks reads as
+                // zeros.
+                if self.file.size() < slots_end {
+                    let limit = self.g.slot(self.g.blocks).max(slots_end);
+                    self.file
+                        .set_size(slots_end.saturating_add(GROW_AHEAD).min(limit))?;
+                }
                 self.file
                     .write_at(self.g.data(first) + within, data(pos, run_end))?;
             } else {
@@ -512,6 +531,8 @@ impl VdiWriter {
                     if whole && !self.g.fixed && p + 1 == st.allocated {
                         self.set_entry(st, index, if discard { FREE } else { ZERO });
                         st.allocated = p;
+                        // Its bytes stay in the file until it is cut.
+                        st.zero_from = st.zero_from.max(self.g.slot(p + 1));
                         st.header_dirty = true;
                     } else {
                         self.file.write_zeroes(self.g.data(p) + within, n)?;
