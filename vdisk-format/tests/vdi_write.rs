@@ -482,3 +482,47 @@ fn mutated_images_are_errors_not_panics() {
         let _ = w.disk.flush();
     }
 }
+
+/// An image laid out as VirtualBox lays it out (block map at 1 MiB, data
+/// at 2 MiB, far from the header): header and map are written apart.
+#[test]
+fn virtualbox_layout_written() {
+    use vdisk_format::vdi::header::{ImageType, NewHeader, Uuid};
+    if !have_all(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let size = 12u64 << 20;
+    let blocks = 12u32;
+    let mut bytes = NewHeader {
+        image_type: ImageType::Dynamic,
+        offset_bmap: 1 << 20,
+        offset_data: 2 << 20,
+        disk_size: size,
+        block_size: 1 << 20,
+        blocks,
+        blocks_allocated: 0,
+        uuid_create: Uuid([7; 16]),
+        uuid_modify: Uuid([8; 16]),
+    }
+    .emit();
+    bytes.resize(1 << 20, 0);
+    bytes.extend(std::iter::repeat_n(0xffu8, blocks as usize * 4));
+    bytes.resize(2 << 20, 0);
+    std::fs::write(d.join("vb.vdi"), &bytes).unwrap();
+    assert_clean(d, "vb.vdi");
+    let mut model = vec![0u8; size as usize];
+    let mut rng = Rng(9);
+    {
+        let w = open_rw(d.join("vb.vdi")).unwrap();
+        random_ops(&*w.disk, &mut model, &mut rng, 30, 2_000_000);
+    }
+    assert_clean(d, "vb.vdi");
+    assert_eq!(first_difference(&qemu_guest(d, "vb.vdi"), &model), None);
+    let after = std::fs::read(d.join("vb.vdi")).unwrap();
+    assert!(
+        after[0x200..1 << 20].iter().all(|&b| b == 0),
+        "bytes between header and map untouched"
+    );
+}
