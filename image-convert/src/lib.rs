@@ -4,6 +4,7 @@ mod compare;
 mod convert;
 mod copy;
 mod inspect;
+pub mod logical;
 pub mod volume;
 
 pub use compare::{Comparison, compare_sectors};

@@ -515,6 +515,10 @@ pub fn create_output(
             )?);
             Ok(Output::finished_by(Box::new(Arc::clone(&q)), q))
         }
+        Format::Vhdx => {
+            let v = Arc::new(crate::vhdx::write::create_image(path.as_ref(), size, opts)?);
+            Ok(Output::finished_by(Box::new(Arc::clone(&v)), v))
+        }
         Format::Vdi => {
             let v = Arc::new(crate::vdi::write::create_image(path.as_ref(), size, opts)?);
             Ok(Output::finished_by(Box::new(Arc::clone(&v)), v))
