@@ -3,7 +3,8 @@
 //! bits and header extensions unknown to vdisk stay as they were
 //! (autoclear bits are cleared, as the qcow2 specification requires of a
 //! writer that does not maintain what they guard). VDI: see
-//! `vdi_write.rs`, `unknown_header_bytes_survive`.
+//! `vdi_write.rs`, `unknown_header_bytes_survive`. VHDX: reserved header
+//! bytes are kept.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -91,5 +92,50 @@ fn qcow2_unknown_compatible_bit_and_extension_survive() {
         assert!(!out.contains("Pattern verification failed"), "{out}");
     }
     let out = sh("qemu-io -r -c 'read -P 0x22 3M 70000' u.qcow2", d);
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+}
+
+/// VHDX: bytes of the header's reserved area (zero as the specification
+/// writes them, but a later version may use them) are kept in the headers
+/// the writer rewrites; both headers stay valid for qemu.
+#[test]
+fn vhdx_reserved_header_bytes_survive() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh("qemu-img create -q -f vhdx u.vhdx 8M", d);
+    let path = d.join("u.vhdx");
+    let mut b = std::fs::read(&path).unwrap();
+    let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let le64 = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    for at in [64 << 10, 128 << 10] {
+        let h = &mut b[at..at + 4096];
+        h[80..96].copy_from_slice(b"future-fields!!!");
+        h[4..8].fill(0);
+        let crc = disk_io::crc::crc32c(h);
+        h[4..8].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(&path, &b).unwrap();
+    sh("qemu-img check -q u.vhdx", d);
+    {
+        let w = vdisk_format::open_rw(&path).unwrap();
+        w.disk.write_at(3 << 20, &[0x22; 70_000]).unwrap();
+        w.disk.flush().unwrap();
+    }
+    let after = std::fs::read(&path).unwrap();
+    let current = [64usize << 10, 128 << 10]
+        .into_iter()
+        .max_by_key(|&at| le64(&after, at + 8))
+        .unwrap();
+    let h = &after[current..current + 4096];
+    assert_eq!(&h[80..96], b"future-fields!!!", "reserved header bytes");
+    assert!(le64(h, 8) > le64(&b, current + 8), "a header was rewritten");
+    let mut zeroed = h.to_vec();
+    zeroed[4..8].fill(0);
+    assert_eq!(disk_io::crc::crc32c(&zeroed), le32(h, 4), "header checksum");
+    sh("qemu-img check -q u.vhdx", d);
+    let out = sh("qemu-io -r -c 'read -P 0x22 3M 70000' u.vhdx", d);
     assert!(!out.contains("Pattern verification failed"), "{out}");
 }
