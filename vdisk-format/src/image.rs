@@ -519,6 +519,10 @@ pub fn create_output(
             let v = Arc::new(crate::vhdx::write::create_image(path.as_ref(), size, opts)?);
             Ok(Output::finished_by(Box::new(Arc::clone(&v)), v))
         }
+        Format::Vdi => {
+            let v = Arc::new(crate::vdi::write::create_image(path.as_ref(), size, opts)?);
+            Ok(Output::finished_by(Box::new(Arc::clone(&v)), v))
+        }
         other => Err(Error::unsupported(alloc::format!(
             "writing {other} images: this format is not written yet"
         ))),

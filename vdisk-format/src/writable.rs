@@ -88,6 +88,16 @@ pub fn open_rw(path: impl AsRef<Path>) -> Result<Writable> {
                 cluster_size,
             })
         }
+        Format::Vdi => {
+            let w = crate::vdi::write::open_path(path)?;
+            let cluster_size = w.block_size();
+            Ok(Writable {
+                disk: Box::new(w),
+                format,
+                parent: None,
+                cluster_size,
+            })
+        }
         other => Err(Error::unsupported(format!(
             "writing into existing {other} images: not implemented yet"
         ))),

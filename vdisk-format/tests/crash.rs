@@ -31,6 +31,7 @@ const RUNS: u64 = 50;
 const FORMATS: &[(&str, Format, &str)] = &[
     ("qcow2", Format::Qcow2, ""),
     ("vhdx", Format::Vhdx, "block_size=1M"),
+    ("vdi", Format::Vdi, ""),
 ];
 
 /// A small deterministic generator (xorshift64*).

@@ -46,6 +46,8 @@ const COPIED: u64 = 1 << 63;
 const HEADER_REFTABLE: u64 = 48;
 /// Header offset of the L1 table offset.
 const HEADER_L1: u64 = 40;
+/// Header offset of the autoclear feature bits.
+const HEADER_AUTOCLEAR: u64 = 88;
 /// Memory for compressed clusters in flight (queued, being compressed,
 /// waiting for their turn to be written).
 const PIPELINE_BYTES: u64 = 64 << 20;
@@ -168,6 +170,9 @@ impl Qcow2Writer {
     /// `backing` must be given exactly when the header names a backing
     /// file. Images with internal snapshots, extended L2 entries, refcounts
     /// other than 16 bits or the dirty bit are refused as `Unsupported`.
+    /// Autoclear feature bits are cleared, as the specification asks of a
+    /// writer that does not maintain what they guard; nothing else of the
+    /// header changes.
     /// Metadata is written with barriers (see [`set_barriers`](Self::set_barriers)).
     pub fn open(file: FileDisk, backing: Option<Backing>) -> Result<Self> {
         let h = Header::read(&file)?;
@@ -197,6 +202,14 @@ impl Qcow2Writer {
                 h.incompatible_features & refused
             ))
             .at(72));
+        }
+        if h.version >= 3 && h.autoclear_features != 0 {
+            // The specification: a writer clears the autoclear bits whose
+            // structures it does not keep up to date (persistent bitmaps,
+            // bit 0) before its first write. Every other header byte,
+            // compatible bits and unknown extensions included, is kept.
+            file.write_at(HEADER_AUTOCLEAR, &0u64.to_be_bytes())?;
+            file.flush()?;
         }
         let cs = h.cluster_size();
         let raw = disk_io::read_vec(&file, h.l1_table_offset, h.l1_size as usize * 8)

@@ -27,6 +27,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use disk_io::bytes::{le_u32, le_u64};
 use disk_io::{Error, ReadAt, Result};
@@ -43,6 +44,11 @@ pub const HEADER1_SIZE: u32 = 0x180;
 pub const MAX_BLOCK_SIZE: u32 = 1 << 30;
 /// Most block map entries accepted (256 MiB of map, 64 TiB of 1 MiB blocks).
 pub const MAX_BLOCKS: u32 = 1 << 26;
+/// Offset of `blocks_allocated` in a version 1 header.
+pub const BLOCKS_ALLOCATED_AT: usize = 0x184;
+/// The pre-header text VirtualBox writes (qemu writes its own name; only
+/// the signature is checked by either).
+pub const TEXT: &[u8] = b"<<< Oracle VM VirtualBox Disk Image >>>\n";
 /// Offsets of the four UUIDs.
 pub mod uuid_at {
     /// This image's identity.
@@ -110,6 +116,67 @@ impl ImageType {
             ImageType::Static => "static",
             ImageType::Differencing => "differencing",
         }
+    }
+
+    /// The value of the `image_type` field.
+    pub fn code(self) -> u32 {
+        match self {
+            ImageType::Dynamic => 1,
+            ImageType::Static => 2,
+            ImageType::Differencing => 4,
+        }
+    }
+}
+
+/// The fields of a new version 1.1 header; [`NewHeader::emit`] lays it
+/// out as VirtualBox and qemu do (no comment, no legacy geometry, 512-byte
+/// sectors, no block extra data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewHeader {
+    /// Image type.
+    pub image_type: ImageType,
+    /// File offset of the block map.
+    pub offset_bmap: u32,
+    /// File offset of block 0.
+    pub offset_data: u32,
+    /// Guest size in bytes.
+    pub disk_size: u64,
+    /// Bytes of guest data per block.
+    pub block_size: u32,
+    /// Entries of the block map.
+    pub blocks: u32,
+    /// Blocks allocated.
+    pub blocks_allocated: u32,
+    /// This image.
+    pub uuid_create: Uuid,
+    /// Last modification.
+    pub uuid_modify: Uuid,
+}
+
+impl NewHeader {
+    /// The pre-header and header, [`HEADER_LEN`] bytes.
+    pub fn emit(&self) -> Vec<u8> {
+        let mut h = alloc::vec![0u8; HEADER_LEN];
+        let mut put = |at: usize, bytes: &[u8]| {
+            if let Some(dst) = h.get_mut(at..at + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+        };
+        put(0, TEXT);
+        put(0x40, &SIGNATURE.to_le_bytes());
+        put(0x44, &0x0001_0001u32.to_le_bytes());
+        put(0x48, &HEADER1_SIZE.to_le_bytes());
+        put(0x4c, &self.image_type.code().to_le_bytes());
+        put(0x154, &self.offset_bmap.to_le_bytes());
+        put(0x158, &self.offset_data.to_le_bytes());
+        put(0x168, &512u32.to_le_bytes());
+        put(0x170, &self.disk_size.to_le_bytes());
+        put(0x178, &self.block_size.to_le_bytes());
+        put(0x180, &self.blocks.to_le_bytes());
+        put(BLOCKS_ALLOCATED_AT, &self.blocks_allocated.to_le_bytes());
+        put(uuid_at::CREATE, &self.uuid_create.0);
+        put(uuid_at::MODIFY, &self.uuid_modify.0);
+        h
     }
 }
 

@@ -10,6 +10,8 @@
 
 pub mod block_map;
 pub mod header;
+#[cfg(feature = "std")]
+pub mod write;
 
 use alloc::format;
 
