@@ -83,8 +83,18 @@ impl FsWriter for FatFsWriter {
     }
 
     fn format(&self, disk: SharedWriteDisk, spec: &FormatSpec) -> Result<Box<dyn Builder>> {
-        let (o, _) = options(spec)?;
-        let writer = FatWriter::format(disk, &o)?;
+        let (mut o, _) = options(spec)?;
+        // Times the source does not have (creation, access) are the
+        // time of the copy, as when a file is copied.
+        let now = Timestamp {
+            seconds: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0)),
+            nanoseconds: 0,
+        };
+        o.time = now;
+        let mut writer = FatWriter::format(disk, &o)?;
+        writer.set_default_time(now);
         let root = writer.root();
         Ok(Box::new(FatBuilder {
             writer,
