@@ -5,12 +5,15 @@
 //! cargo run --release --example convert -- SRC DST [--format F] [--mode M]
 //! ```
 //!
-//! With no arguments it builds a small sparse demo disk (a GPT with two
-//! partitions and scattered data) in a temporary directory, converts it to
-//! raw, and checks the copy sector by sector. With `SRC DST` it converts a
-//! real image (format detected from content) into `DST` (raw by default;
-//! `--mode used` leaves the file systems' free space out and verifies the
-//! copy with a logical comparison).
+//! With no arguments it builds a small sparse demo disk in a temporary
+//! directory — a GPT with a FAT32 EFI system partition and a FAT16 data
+//! partition, each holding a small tree, written through `fs-fat` — then
+//! converts it in logical mode to qcow2 (fresh file systems, file by file)
+//! and prints the layout, what was copied and the logical comparison's
+//! verdict. With `SRC DST` it converts a real image (format detected from
+//! content) into `DST` (raw by default; `--mode used` leaves the file
+//! systems' free space out, `--mode logical` re-creates them; both verify
+//! the copy with a logical comparison).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -20,9 +23,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use disk_io::{FileDisk, ReadAt, WriteAt};
+use fs_fat::{Attributes, FatType, FatWriter, FileTimes, FormatOptions, Timestamp};
 use image_convert::{
     Comparison, ConvertOptions, GuestContent, LogicalComparison, Mode, compare_logical,
-    compare_sectors, convert, inspect, open_source, used_layout,
+    compare_sectors, convert_report, inspect, open_source, used_layout,
 };
 use partition::{DEFAULT_ALIGNMENT, Guid, Layout, PartitionType, TableType};
 use vdisk_format::Format;
@@ -76,9 +80,18 @@ fn run(src: &Path, dst: &Path, format: Format, mode: Mode) -> Result<(), String>
     );
     if let GuestContent::Table(table) = &content {
         for p in &table.partitions {
+            let kind = p
+                .kind
+                .name()
+                .map_or_else(|| p.kind.to_string(), str::to_owned);
+            let name = if p.name.is_empty() {
+                String::new()
+            } else {
+                format!(" \"{}\"", p.name)
+            };
             println!(
-                "  partition {} ({}): {} bytes at {}",
-                p.number, p.kind, p.size, p.start
+                "  partition {}{name} ({kind}): {} bytes at {}",
+                p.number, p.size, p.start
             );
         }
     }
@@ -103,7 +116,7 @@ fn run(src: &Path, dst: &Path, format: Format, mode: Mode) -> Result<(), String>
         ..Default::default()
     };
     let mut last_tenth = 0;
-    let stats = convert(src, dst, &opts, &mut |done, total| {
+    let (stats, report) = convert_report(src, dst, &opts, &mut |done, total| {
         let tenth = done.saturating_mul(10).checked_div(total).unwrap_or(10);
         if tenth > last_tenth {
             last_tenth = tenth;
@@ -123,6 +136,23 @@ fn run(src: &Path, dst: &Path, format: Format, mode: Mode) -> Result<(), String>
         stats.zero,
         stats.total as f64 / (1 << 20) as f64 / secs.max(1e-9)
     );
+    for u in report.iter().flat_map(|r| &r.units) {
+        let place = u
+            .number
+            .map_or_else(|| "whole disk".to_owned(), |n| format!("partition {n}"));
+        let fs = u.fs_name.unwrap_or("no known file system");
+        if u.logical {
+            println!(
+                "  {place} ({fs}): formatted afresh, {} files and directories, {} bytes of file data copied",
+                u.entries, u.bytes
+            );
+        } else {
+            println!(
+                "  {place} ({fs}): copied sector by sector, {} bytes",
+                u.bytes
+            );
+        }
+    }
     let a = open_source(src, false).map_err(|e| e.to_string())?;
     let b = open_source(dst, false).map_err(|e| e.to_string())?;
     let allocated = b.info().map_err(|e| e.to_string())?.allocated_bytes;
@@ -148,35 +178,83 @@ fn run(src: &Path, dst: &Path, format: Format, mode: Mode) -> Result<(), String>
     Ok(())
 }
 
-/// Builds a 256 MiB sparse disk: a GPT with an EFI system partition and a
-/// Linux partition (written by the partition crate), and a few MiB of data
-/// scattered through the second one.
+/// Builds a 256 MiB sparse disk: a GPT (written by the partition crate)
+/// with a FAT32 EFI system partition and a FAT16 data partition, each
+/// formatted and filled with a small tree by `fs-fat`.
 fn build_demo(path: &Path) -> disk_io::Result<()> {
     const SIZE: u64 = 256 << 20;
-    let disk = FileDisk::create(path, SIZE)?;
+    let disk = Arc::new(FileDisk::create(path, SIZE)?);
     let mut layout = Layout::new(TableType::Gpt, 512);
     layout.disk_guid = Guid::parse("9B3C1F0A-5E27-4D8B-A1C6-2F4E6D8A0B1C").unwrap_or(Guid::ZERO);
     let esp = Guid::parse("C12A7328-F81F-11D2-BA4B-00A0C93EC93B").unwrap_or(Guid::ZERO);
-    let linux = Guid::parse("0FC63DAF-8483-4772-8E79-3D69D8477DE4").unwrap_or(Guid::ZERO);
+    let data = Guid::parse("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7").unwrap_or(Guid::ZERO);
     layout.push(
         SIZE,
-        Some(32 << 20),
+        Some(100 << 20),
         PartitionType::Gpt(esp),
         DEFAULT_ALIGNMENT,
     )?;
-    layout.push(SIZE, None, PartitionType::Gpt(linux), DEFAULT_ALIGNMENT)?;
+    layout.push(SIZE, None, PartitionType::Gpt(data), DEFAULT_ALIGNMENT)?;
     layout.partitions[0].name = "EFI system".into();
     layout.partitions[1].name = "demo data".into();
-    partition::write::write(&disk, &layout)?;
-    // Data: 64 KiB every 7 MiB, with a zero 4 KiB block inside each run.
-    let mut block = vec![0u8; 64 << 10];
-    for (i, offset) in (40u64 << 20..SIZE - (1 << 20)).step_by(7 << 20).enumerate() {
-        block
-            .iter_mut()
-            .enumerate()
-            .for_each(|(j, b)| *b = (i * 31 + j) as u8 | 1);
-        block[8192..12288].fill(0);
-        disk.write_at(offset, &block)?;
+    partition::write::write(&*disk, &layout)?;
+    let when = Timestamp {
+        seconds: 1_780_000_000,
+        nanoseconds: 0,
+    };
+    for (i, p) in layout.partitions.clone().iter().enumerate() {
+        let volume = disk_io::Window::new(Arc::clone(&disk), p.first_lba * 512, p.sectors * 512)?;
+        let opts = FormatOptions {
+            fat_type: Some(if i == 0 {
+                FatType::Fat32
+            } else {
+                FatType::Fat16
+            }),
+            hidden_sectors: p.first_lba as u32,
+            label: Some(if i == 0 { "EFI" } else { "DEMO DATA" }.into()),
+            time: when,
+            ..FormatOptions::default()
+        };
+        let mut fat = FatWriter::format(volume, &opts)?;
+        fat.set_default_time(when);
+        let times = FileTimes {
+            modified: Some(when),
+            ..FileTimes::default()
+        };
+        let root = fat.root();
+        let none = Attributes::empty();
+        let file = |fat: &mut FatWriter<_>, dir, name: &str, bytes: &[u8]| {
+            let f = fat.create_file(dir, name, &times, none, bytes.len() as u64)?;
+            fat.write(f, 0, bytes)
+        };
+        if i == 0 {
+            let efi = fat.create_dir(root, "EFI", &times, none)?;
+            let boot = fat.create_dir(efi, "BOOT", &times, none)?;
+            let loader: Vec<u8> = (0..200_000u32).map(|n| (n * 7 % 251) as u8).collect();
+            file(&mut fat, boot, "BOOTX64.EFI", &loader)?;
+            file(
+                &mut fat,
+                root,
+                "startup.nsh",
+                b"\\EFI\\BOOT\\BOOTX64.EFI\r\n",
+            )?;
+        } else {
+            let docs = fat.create_dir(root, "Documents and notes", &times, none)?;
+            for n in 0..40u32 {
+                let text = format!("note {n}: logical conversion copies every file\n");
+                file(
+                    &mut fat,
+                    docs,
+                    &format!("Note {n:02} — é.txt"),
+                    text.repeat(50).as_bytes(),
+                )?;
+            }
+            let photos = fat.create_dir(root, "Photos", &times, none)?;
+            let big: Vec<u8> = (0..3_000_000u32).map(|n| (n ^ (n >> 9)) as u8).collect();
+            file(&mut fat, photos, "holiday 2026.raw", &big)?;
+            file(&mut fat, root, "README.TXT", b"demo disk\r\n")?;
+        }
+        fat.flush()?;
     }
     disk.flush()
 }
@@ -186,8 +264,8 @@ fn demo() -> Result<(), String> {
     let src: PathBuf = dir.path().join("demo.raw");
     build_demo(&src).map_err(|e| format!("{}: {e}", src.display()))?;
     println!("built a demo disk at {}", src.display());
-    let dst = dir.path().join("demo-copy.raw");
-    run(&src, &dst, Format::Raw, Mode::Sector)?;
+    let dst = dir.path().join("demo-copy.qcow2");
+    run(&src, &dst, Format::Qcow2, Mode::Logical)?;
     let src_disk = FileDisk::open(&src).map_err(|e| e.to_string())?;
     println!(
         "demo done (source allocates {} bytes of {}); the temporary directory is removed on exit",

@@ -339,6 +339,7 @@ pub fn copy_planned(
         };
         report.units.push(r);
         done_before += part_len;
+        progress(done_before, total);
     }
     dst.flush()?;
     Ok(report)
