@@ -515,6 +515,7 @@ pub fn create_output(
             )?);
             Ok(Output::finished_by(Box::new(Arc::clone(&q)), q))
         }
+        Format::Vmdk => crate::vmdk::create_output(path.as_ref(), size, opts),
         other => Err(Error::unsupported(alloc::format!(
             "writing {other} images: this format is not written yet"
         ))),

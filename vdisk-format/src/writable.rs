@@ -78,6 +78,16 @@ pub fn open_rw(path: impl AsRef<Path>) -> Result<Writable> {
                 cluster_size,
             })
         }
+        Format::Vmdk => {
+            let (w, parent) = crate::vmdk::write::open_path_with_parent(path)?;
+            let cluster_size = w.cluster_size();
+            Ok(Writable {
+                disk: Box::new(w),
+                format,
+                parent,
+                cluster_size,
+            })
+        }
         other => Err(Error::unsupported(format!(
             "writing into existing {other} images: not implemented yet"
         ))),
@@ -90,9 +100,20 @@ pub fn open_rw(path: impl AsRef<Path>) -> Result<Writable> {
 fn set_backing(path: &Path, format: Format, name: &str, parent: &Image) -> Result<()> {
     match format {
         Format::Qcow2 => crate::qcow2::commit::set_backing(path, name, parent.format()),
+        Format::Vmdk => crate::vmdk::write::set_backing(path, name, parent),
         other => Err(Error::unsupported(format!(
             "changing the parent of {other} images"
         ))),
+    }
+}
+
+/// Records in the child at `path` (of `format`) what its format keeps of
+/// its parent's identity, after `commit` wrote the parent (the VMDK
+/// `parentCID`), so that the chain still opens.
+fn parent_written(path: &Path, format: Format, parent_path: &Path) -> Result<()> {
+    match format {
+        Format::Vmdk => crate::vmdk::write::refresh_parent_cid(path, parent_path),
+        _ => Ok(()),
     }
 }
 
@@ -107,6 +128,7 @@ pub fn commit(path: impl AsRef<Path>) -> Result<u64> {
     };
     let parent = open_rw(&parent_path)
         .map_err(|e| e.context(format!("parent {}", parent_path.display())))?;
+    let format = child.format;
     let (child, parent) = (&*child.disk, &*parent.disk);
     let size = child.size();
     let mut merged = 0u64;
@@ -140,6 +162,7 @@ pub fn commit(path: impl AsRef<Path>) -> Result<u64> {
     parent.flush()?;
     child.discard(0, size)?;
     child.flush()?;
+    parent_written(path, format, &parent_path)?;
     Ok(merged)
 }
 
