@@ -28,7 +28,8 @@ const RUNS: u64 = 50;
 
 /// Formats (name as qemu knows it, format, `-o` options) written with
 /// random access.
-const FORMATS: &[(&str, Format, &str)] = &[("qcow2", Format::Qcow2, "")];
+const FORMATS: &[(&str, Format, &str)] =
+    &[("qcow2", Format::Qcow2, ""), ("vmdk", Format::Vmdk, "")];
 
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);

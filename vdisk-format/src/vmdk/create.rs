@@ -398,17 +398,20 @@ pub fn set_descriptor_value(
     };
     let key_of = |l: &str| l.split_once('=').map(|(k, _)| k.trim().to_string());
     let mut out = String::with_capacity(text.len() + line.len() + 1);
-    let mut done = false;
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let is = |l: &str, k: &str| key_of(l).as_deref() == Some(k) && !l.trim_start().starts_with('#');
+    // Insert after `after` only when the key is absent.
+    let mut done = false;
+    let present = lines.iter().any(|l| is(l, key));
     for l in &lines {
-        if !done && key_of(l).as_deref() == Some(key) && !l.trim_start().starts_with('#') {
+        if !done && is(l, key) {
             out.push_str(&line);
             out.push('\n');
             done = true;
             continue;
         }
         out.push_str(l);
-        if !done && key_of(l).as_deref() == Some(after) && !l.trim_start().starts_with('#') {
+        if !done && !present && is(l, after) {
             if !l.ends_with('\n') {
                 out.push('\n');
             }
@@ -445,7 +448,8 @@ mod tests {
     fn descriptor_values_are_replaced_or_added() {
         let t = "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"x\"\n\n# Extent\nRW 8 SPARSE \"a\"\n";
         let u = set_descriptor_value(t, "CID", "abcdef01", false, "version");
-        assert!(u.contains("CID=abcdef01\nparentCID=ffffffff\n"));
+        assert!(u.contains("version=1\nCID=abcdef01\nparentCID=ffffffff\n"));
+        assert_eq!(u.matches("CID=").count(), 2, "{u}");
         let u = set_descriptor_value(&u, "parentFileNameHint", "p.vmdk", true, "createType");
         assert!(u.contains("createType=\"x\"\nparentFileNameHint=\"p.vmdk\"\n\n# Extent"));
         assert_eq!(
