@@ -23,8 +23,7 @@ use std::sync::{Mutex, PoisonError};
 
 use disk_io::sync::Lock;
 use disk_io::{
-    Allocation, Error, Extent, FileDisk, ReadAt, Result, WriteAt, check_range,
-    clamp_query, is_zero,
+    Allocation, Error, Extent, FileDisk, ReadAt, Result, WriteAt, check_range, clamp_query, is_zero,
 };
 
 use super::create::Params;
