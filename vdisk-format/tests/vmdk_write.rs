@@ -561,3 +561,41 @@ fn rebase_keeps_the_guest() {
     let img = Image::open(d.join("child.vmdk")).unwrap();
     assert_eq!(img.info().unwrap().backing_chain[0].path, "other.vmdk");
 }
+
+#[test]
+fn damaged_disks_are_refused_or_written_without_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = d.join("good.vmdk");
+    {
+        let w = create_with(&good, Format::Vmdk, 4 << 20, &CreateOptions::new()).unwrap();
+        w.write_at(70_000, &[7u8; 100_000]).unwrap();
+        w.flush().unwrap();
+    }
+    let bytes = std::fs::read(&good).unwrap();
+    let mut rng = Rng(4242);
+    for run in 0..200 {
+        let mut b = bytes.clone();
+        for _ in 0..1 + rng.below(8) {
+            // Mostly the header, descriptor and directories.
+            let at = if rng.below(4) == 0 {
+                rng.below(b.len() as u64)
+            } else {
+                rng.below(16 << 10)
+            } as usize;
+            b[at] = rng.next() as u8;
+        }
+        let p = d.join(format!("bad{run}.vmdk"));
+        std::fs::write(&p, &b).unwrap();
+        if let Ok(w) = vdisk_format::open_rw(&p) {
+            let size = w.disk.size();
+            let _ = w.disk.write_at(rng.below(size.max(1)), &[1u8; 3000]);
+            let _ = w.disk.discard(0, size.min(1 << 20));
+            let _ = w.disk.write_zeroes(0, size.min(100_000));
+            let mut buf = vec![0u8; 8192];
+            let _ = w.disk.read_at(0, &mut buf);
+            let _ = w.disk.flush();
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+}

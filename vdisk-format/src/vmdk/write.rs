@@ -44,6 +44,9 @@ struct SparseOut {
     header: SparseHeader,
     /// Sectors of one grain table.
     gt_sectors: u64,
+    /// First byte past the header, descriptor and directories: no grain
+    /// may be written below it.
+    meta_end: u64,
 }
 
 enum OutKind {
@@ -292,7 +295,7 @@ impl VmdkWriter {
     /// Checks that a stored grain lies past the extent's metadata, where
     /// writing it cannot overwrite anything else.
     fn check_host(s: &SparseOut, host: u64, g: u64) -> Result<()> {
-        if host < s.header.overhead.saturating_mul(SECTOR) || host >= s.file.size() {
+        if host < s.meta_end || host >= s.file.size() {
             return Err(Error::corrupt(
                 format!(
                     "vmdk grain {g} at {host:#x} lies inside the extent's metadata or past its end"
@@ -964,11 +967,26 @@ fn open_sparse_out(file: FileDisk, name: &str) -> Result<(SparseOut, ExtState)> 
     };
     let gt_sectors = (u64::from(header.gtes_per_gt) * 4).div_ceil(SECTOR);
     let end = file.size().div_ceil(SECTOR) * SECTOR;
+    let gd_sectors = (gd.len() as u64 * 4).div_ceil(SECTOR);
+    let mut meta = header
+        .overhead
+        .max(
+            header
+                .descriptor_offset
+                .saturating_add(header.descriptor_size),
+        )
+        .max(header.gd_offset.saturating_add(gd_sectors))
+        .max(1);
+    if !rgd.is_empty() {
+        meta = meta.max(header.rgd_offset.saturating_add(gd_sectors));
+    }
+    let meta_end = meta.saturating_mul(SECTOR);
     Ok((
         SparseOut {
             file,
             header,
             gt_sectors,
+            meta_end,
         },
         ExtState { gd, rgd, end },
     ))
