@@ -11,10 +11,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use disk_io::{Error, ReadAt};
-use image_convert::{Comparison, ConvertOptions, PathError, compare_sectors, open_source};
+use image_convert::{
+    Comparison, ConvertOptions, LogicalComparison, PathError, Which, compare_logical,
+    compare_sectors, open_source,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use args::{Cli, Command, ConvertArgs};
@@ -112,12 +116,17 @@ fn convert(args: ConvertArgs) -> Result<(), PathError> {
         // Failing to install the handler only loses the clean-up on Ctrl-C.
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
-    let show = args.progress || (!args.quiet && std::io::stderr().is_terminal());
-    let bar = show.then(progress_bar);
+    let terminal = std::io::stderr().is_terminal();
+    // A bar on a terminal; with --progress elsewhere (a log), a line a second.
+    let bar = (!args.quiet && terminal).then(progress_bar);
+    let mut lines = (args.progress && !terminal).then(LineProgress::new);
     let mut progress = |done: u64, total: u64| {
         if let Some(bar) = &bar {
             bar.set_length(total);
             bar.set_position(done);
+        }
+        if let Some(lines) = &mut lines {
+            lines.update(done, total);
         }
     };
     let opts = ConvertOptions {
@@ -146,15 +155,59 @@ fn progress_bar() -> ProgressBar {
     bar
 }
 
-fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
-    if logical {
-        return Err(unsupported(
-            "compare --logical",
-            "logical comparison is not implemented yet",
-        ));
+/// Progress for a log: at most one line a second on stderr, with bytes
+/// done, rate and time left, and a last line at the end.
+struct LineProgress {
+    started: Instant,
+    printed: Option<Instant>,
+    finished: bool,
+}
+
+impl LineProgress {
+    fn new() -> Self {
+        LineProgress {
+            started: Instant::now(),
+            printed: None,
+            finished: false,
+        }
     }
+
+    fn update(&mut self, done: u64, total: u64) {
+        let now = Instant::now();
+        let due = self
+            .printed
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        let last = done == total && total > 0;
+        if self.finished || !(due || last) {
+            return;
+        }
+        self.finished = last;
+        self.printed = Some(now);
+        let secs = now.duration_since(self.started).as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs;
+        let percent = if total == 0 {
+            100.0
+        } else {
+            done as f64 * 100.0 / total as f64
+        };
+        let eta = if rate > 0.0 {
+            format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
+        } else {
+            "?".to_owned()
+        };
+        eprintln!(
+            "{done}/{total} bytes ({percent:.1}%), {:.1} MiB/s, ETA {eta}",
+            rate / f64::from(1u32 << 20)
+        );
+    }
+}
+
+fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
     let ia = open_source(a, false)?;
     let ib = open_source(b, false)?;
+    if logical {
+        return compare_logical_images(a, ia, b, ib);
+    }
     if ia.size() != ib.size() {
         println!(
             "Warning: image size mismatch ({} and {} bytes)",
@@ -186,6 +239,29 @@ fn compare(a: &Path, b: &Path, logical: bool) -> Result<u8, PathError> {
         }
         Comparison::DiffersAt(offset) => {
             println!("Content mismatch at offset {offset} ({offset:#x})!");
+            Ok(EXIT_NEGATIVE)
+        }
+    }
+}
+
+/// `compare --logical`: layouts and file-system trees.
+fn compare_logical_images(
+    a: &Path,
+    ia: vdisk_format::Image,
+    b: &Path,
+    ib: vdisk_format::Image,
+) -> Result<u8, PathError> {
+    let verdict = compare_logical(Arc::new(ia), Arc::new(ib)).map_err(|e| match e.which {
+        Which::A => PathError::new(a, e.error),
+        Which::B => PathError::new(b, e.error),
+    })?;
+    match verdict {
+        LogicalComparison::Equal => {
+            println!("Images are logically identical.");
+            Ok(0)
+        }
+        LogicalComparison::Differs(what) => {
+            println!("Logical mismatch: {what}");
             Ok(EXIT_NEGATIVE)
         }
     }

@@ -46,7 +46,9 @@ fn sha(data: &[u8]) -> String {
 }
 
 /// Writes the source tree; returns path -> (is_dir, contents, mtime).
-fn make_tree(root: &Path) -> BTreeMap<String, (bool, Vec<u8>, u64)> {
+/// `full`: with a 2 MiB file and a directory of 2,000 entries (the small
+/// variant fits a 1.44 MB floppy).
+fn make_tree(root: &Path, full: bool) -> BTreeMap<String, (bool, Vec<u8>, u64)> {
     let mut t = 1_700_000_001u64;
     let mut pattern = 7u32;
     let big: Vec<u8> = (0..(2 << 20) + 333)
@@ -55,7 +57,7 @@ fn make_tree(root: &Path) -> BTreeMap<String, (bool, Vec<u8>, u64)> {
             (pattern >> 16) as u8
         })
         .collect();
-    let files: Vec<(String, Vec<u8>)> = vec![
+    let mut files: Vec<(String, Vec<u8>)> = vec![
         ("empty".into(), vec![]),
         ("café.txt".into(), b"accent".to_vec()),
         ("中文 名字.txt".into(), b"cjk".to_vec()),
@@ -64,9 +66,19 @@ fn make_tree(root: &Path) -> BTreeMap<String, (bool, Vec<u8>, u64)> {
             b"six levels".to_vec(),
         ),
         (format!("{}.bin", "x".repeat(220)), b"long".to_vec()),
-        ("big/big.bin".into(), big),
         ("lower.txt".into(), b"lower".to_vec()),
     ];
+    if full {
+        files.push(("big/big.bin".into(), big));
+        for i in 0..2000 {
+            files.push((
+                format!("many/{i:04} entry, ünïcode 名前.txt"),
+                format!("{i}").into_bytes(),
+            ));
+        }
+    } else {
+        files.push(("big/big.bin".into(), big[..100_000].to_vec()));
+    }
     let mut out = BTreeMap::new();
     for (path, data) in files {
         let p = root.join(&path);
@@ -96,16 +108,23 @@ fn manifest_ls_and_cat_match_the_tree() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let tree = make_tree(&d.join("t"));
+    let full = make_tree(&d.join("t"), true);
+    let small = make_tree(&d.join("s"), false);
     sh(
         "mkfs.fat -F 32 -n FATCLI -C f32.img 65536 >/dev/null \
          && cd t && TZ=UTC LC_ALL=C.UTF-8 mcopy -s -m -i ../f32.img * :: && cd .. \
+         && mkfs.fat -C f12.img 1440 >/dev/null \
+         && cd s && TZ=UTC LC_ALL=C.UTF-8 mcopy -s -m -i ../f12.img * :: && cd .. \
          && truncate -s 40M part.img && printf 'label: dos\\n2048,,6\\n' | sfdisk -q part.img \
          && mkfs.fat -F 16 --offset 2048 part.img >/dev/null \
          && cd t && TZ=UTC LC_ALL=C.UTF-8 mcopy -s -m -i ../part.img@@1M * ::",
         d,
     );
-    for args in [vec!["f32.img"], vec!["part.img", "--part", "1"]] {
+    for (args, tree) in [
+        (vec!["f32.img"], &full),
+        (vec!["part.img", "--part", "1"], &full),
+        (vec!["f12.img"], &small),
+    ] {
         let image = d.join(args[0]);
         let image = image.to_str().unwrap();
         let rest = &args[1..];

@@ -128,6 +128,39 @@ fn ls_cat_manifest_on_ntfs() {
     assert_eq!(link["size"], 5);
     assert!(by_path("/docs")["mtime"].as_i64().unwrap() > 1_600_000_000);
 
+    // The manifest agrees with The Sleuth Kit (fls -r names, icat bytes by
+    // inode) and ntfs-3g's ntfsls -R on the partition.
+    if have_all(&["fls", "icat", "ntfsls"]) {
+        let manifest: std::collections::BTreeSet<String> =
+            paths.iter().map(|p| p.to_string()).collect();
+        let fls = sh("fls -r -p -u -o 2048 d.raw", d);
+        let theirs: std::collections::BTreeSet<String> = fls
+            .lines()
+            .filter_map(|l| l.split_once(":\t"))
+            .filter(|(meta, p)| !meta.contains('*') && !p.starts_with('$') && !p.contains(':'))
+            .map(|(_, p)| format!("/{p}"))
+            .collect();
+        assert_eq!(manifest, theirs, "fls -r");
+        let mut ntfsls = std::collections::BTreeSet::new();
+        let mut dir = String::new();
+        for line in sh("ntfsls -R -p / v.img", d).lines() {
+            if let Some(head) = line.strip_suffix(':') {
+                dir = head.trim_end_matches('/').to_string();
+            } else if !line.is_empty() && line != "." && line != ".." {
+                ntfsls.insert(format!("{dir}/{line}"));
+            }
+        }
+        assert_eq!(manifest, ntfsls, "ntfsls -R");
+        for e in all.iter().filter(|e| e["type"] == "file") {
+            let inode = e["inode"].as_u64().unwrap();
+            let sum = sh(
+                &format!("icat -o 2048 d.raw {inode} | sha256sum | cut -d' ' -f1"),
+                d,
+            );
+            assert_eq!(e["sha256"], sum.trim(), "icat {}", e["path"]);
+        }
+    }
+
     // cat: data, a named stream, case-insensitive lookup.
     assert_eq!(ok(&["cat", img, "--part", "1", "/docs/a.txt"]), b"hello\n");
     assert_eq!(ok(&["cat", img, "--part", "1", "/DOCS/A.TXT"]), b"hello\n");

@@ -1134,6 +1134,29 @@ impl<D: ReadAt> ExtFs<D> {
         Ok(runs)
     }
 
+    /// Byte ranges of the volume a copy must keep, sorted and merged: the
+    /// blocks of [`used_blocks`](Self::used_blocks) (which include every
+    /// backup superblock and group descriptor block, also in
+    /// `BLOCK_UNINIT` groups), plus the blocks before `s_first_data_block`
+    /// (the boot block of a 1 KiB-block volume), which belong to no group.
+    pub fn used_byte_ranges(&self) -> Result<Vec<core::ops::Range<u64>>> {
+        let bs = self.bs();
+        let mut out: Vec<core::ops::Range<u64>> = Vec::new();
+        let fdb = u64::from(self.sb.first_data_block);
+        if fdb > 0 {
+            out.push(0..fdb.saturating_mul(bs));
+        }
+        for (start, len) in self.used_blocks()? {
+            let s = start.saturating_mul(bs);
+            let e = start.saturating_add(len).saturating_mul(bs);
+            match out.last_mut() {
+                Some(prev) if prev.end >= s => prev.end = prev.end.max(e),
+                _ => out.push(s..e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Verifies the `metadata_csum` checksum of one bitmap (`bits` bits).
     fn check_bitmap(
         &self,

@@ -39,9 +39,9 @@ pub const DELETED: u8 = 0xe5;
 /// First name byte standing for 0xE5 in a live entry (a Kanji lead byte).
 const KANJI_E5: u8 = 0x05;
 /// `DIR_NTRes` bit: the base name is all lowercase.
-const NT_LOWER_BASE: u8 = 0x08;
+pub const NT_LOWER_BASE: u8 = 0x08;
 /// `DIR_NTRes` bit: the extension is all lowercase.
-const NT_LOWER_EXT: u8 = 0x10;
+pub const NT_LOWER_EXT: u8 = 0x10;
 
 static CP850_HIGH: [char; 128] = [
     '\u{00c7}', '\u{00fc}', '\u{00e9}', '\u{00e2}', '\u{00e4}', '\u{00e0}', '\u{00e5}', '\u{00e7}',
@@ -111,6 +111,45 @@ pub fn dos_to_unix(date: u16, time: u16) -> Option<i64> {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// The civil date (year, month, day) of a count of days since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// First second a DOS date can hold: 1980-01-01 00:00:00.
+pub const DOS_EPOCH: i64 = 315_532_800;
+/// Last second a DOS date can hold: 2107-12-31 23:59:59.
+pub const DOS_END: i64 = 4_354_819_199;
+
+/// A Unix time as a DOS date, time (2-second units, rounded down) and the
+/// 10-millisecond count (0-199) of `DIR_CrtTimeTenth`; times before 1980
+/// or after 2107 are clamped to the ends of the range.
+pub fn unix_to_dos(t: Timestamp) -> (u16, u16, u8) {
+    let (seconds, nanoseconds) = if t.seconds < DOS_EPOCH {
+        (DOS_EPOCH, 0)
+    } else if t.seconds > DOS_END {
+        (DOS_END, 999_999_999)
+    } else {
+        (t.seconds, t.nanoseconds.min(999_999_999))
+    };
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let secs = seconds.rem_euclid(86_400);
+    let (hour, minute, second) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let date = ((year - 1980) << 9) as u16 | (month << 5) as u16 | day as u16;
+    let time = (hour << 11) as u16 | (minute << 5) as u16 | (second / 2) as u16;
+    let tenth = (second % 2) as u32 * 100 + nanoseconds / 10_000_000;
+    (date, time, tenth as u8)
 }
 
 /// A short (8.3) directory entry as stored.
@@ -244,6 +283,37 @@ impl ShortEntry {
         out
     }
 
+    /// The 32 bytes of this entry as stored.
+    pub fn to_bytes(&self) -> [u8; ENTRY_SIZE] {
+        let mut raw = [0u8; ENTRY_SIZE];
+        let fields: [(usize, &[u8]); 12] = [
+            (0, &self.name),
+            (11, &[self.attributes.bits()]),
+            (12, &[self.nt_flags]),
+            (13, &[self.create_time_tenth]),
+            (14, &self.create_time.to_le_bytes()),
+            (16, &self.create_date.to_le_bytes()),
+            (18, &self.access_date.to_le_bytes()),
+            (20, &self.cluster_high.to_le_bytes()),
+            (22, &self.write_time.to_le_bytes()),
+            (24, &self.write_date.to_le_bytes()),
+            (26, &self.cluster_low.to_le_bytes()),
+            (28, &self.size.to_le_bytes()),
+        ];
+        for (at, bytes) in fields {
+            if let Some(dst) = raw.get_mut(at..at + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+        }
+        raw
+    }
+
+    /// Sets the first cluster (both halves; the high one is 0 below FAT32).
+    pub fn set_first_cluster(&mut self, cluster: u32) {
+        self.cluster_low = cluster as u16;
+        self.cluster_high = (cluster >> 16) as u16;
+    }
+
     /// The volume label as stored (11 bytes, trailing spaces removed).
     pub fn label(&self) -> String {
         let mut out: String = self.name.iter().map(|&b| cp850(b)).collect();
@@ -327,6 +397,34 @@ mod tests {
         assert_eq!(dos_to_unix(date, time), Some(1_700_000_000));
         assert_eq!(dos_to_unix(0, 0), None);
         assert_eq!(dos_to_unix(0x21 | 13 << 5, 0), None);
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        for secs in [
+            DOS_EPOCH,
+            1_700_000_000,
+            1_600_000_007,
+            951_782_400,
+            DOS_END - 1,
+        ] {
+            let (d, t, tenth) = unix_to_dos(Timestamp {
+                seconds: secs,
+                nanoseconds: 250_000_000,
+            });
+            assert_eq!(dos_to_unix(d, t), Some(secs - secs % 2), "{secs}");
+            assert_eq!(u32::from(tenth), (secs % 2) as u32 * 100 + 25);
+        }
+        let (d, t, _) = unix_to_dos(Timestamp {
+            seconds: 0,
+            nanoseconds: 0,
+        });
+        assert_eq!(dos_to_unix(d, t), Some(DOS_EPOCH));
+        let raw = [7u8; 32];
+        let Some(Slot::Short(e)) = Slot::parse(&raw) else {
+            panic!("not short")
+        };
+        assert_eq!(e.to_bytes(), raw);
     }
 
     #[test]

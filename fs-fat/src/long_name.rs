@@ -12,6 +12,8 @@ use alloc::vec::Vec;
 
 use disk_io::bytes::le_u16;
 
+use crate::dir_entry::ATTR_LONG_NAME;
+
 /// `LDIR_Ord` flag of the last (first stored) piece of a long name.
 pub const LAST_LONG_ENTRY: u8 = 0x40;
 /// UTF-16 code units per long-name entry.
@@ -50,6 +52,38 @@ impl LongNameEntry {
             units,
         })
     }
+}
+
+/// The long-name entries of `units` (a name's UTF-16 code units, 1 to 255
+/// of them) belonging to the short entry whose checksum is `checksum`, in
+/// storage order: the last piece (flagged) first, piece 1 just before the
+/// short entry. The name ends with a 0 unit when it does not fill its last
+/// piece, padded with 0xFFFF. `None` when `units` is empty or too long.
+pub fn encode(units: &[u16], checksum: u8) -> Option<Vec<[u8; 32]>> {
+    if units.is_empty() || units.len() > 255 {
+        return None;
+    }
+    let count = units.len().div_ceil(CHARS_PER_ENTRY);
+    let mut out = Vec::with_capacity(count);
+    for n in (1..=count).rev() {
+        let mut raw = [0u8; 32];
+        let ord = u8::try_from(n).ok()? | if n == count { LAST_LONG_ENTRY } else { 0 };
+        let start = (n - 1) * CHARS_PER_ENTRY;
+        for (i, &at) in CHAR_OFFSETS.iter().enumerate() {
+            let unit = match units.get(start + i) {
+                Some(&u) => u,
+                None if start + i == units.len() => 0,
+                None => 0xffff,
+            };
+            raw.get_mut(at..at + 2)?
+                .copy_from_slice(&unit.to_le_bytes());
+        }
+        *raw.first_mut()? = ord;
+        *raw.get_mut(11)? = ATTR_LONG_NAME;
+        *raw.get_mut(13)? = checksum;
+        out.push(raw);
+    }
+    Some(out)
 }
 
 /// Collects long-name pieces while a directory is read, in storage order.
@@ -147,6 +181,29 @@ mod tests {
             checksum,
             units,
         }
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        for name in [
+            "a",
+            "abcdefghijklm",
+            "abcdefghijklmn",
+            "😀 日本語 café",
+            &"x".repeat(255),
+        ] {
+            let units: Vec<u16> = name.encode_utf16().collect();
+            let entries = encode(&units, 0x5a).unwrap();
+            assert_eq!(entries.len(), units.len().div_ceil(13));
+            let mut b = LongNameBuilder::new();
+            for e in &entries {
+                assert_eq!(e[11], ATTR_LONG_NAME);
+                b.push(&LongNameEntry::parse(e).unwrap());
+            }
+            assert_eq!(b.finish(0x5a).as_deref(), Some(name));
+        }
+        assert!(encode(&[], 0).is_none());
+        assert!(encode(&[b'x'.into(); 256], 0).is_none());
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub mod types {
     pub const ATTRIBUTE_LIST: u32 = 0x20;
     /// `$FILE_NAME`.
     pub const FILE_NAME: u32 = 0x30;
+    /// `$SECURITY_DESCRIPTOR` (NTFS 1.x/2.x; since 3.0 in `$Secure`).
+    pub const SECURITY_DESCRIPTOR: u32 = 0x50;
     /// `$VOLUME_NAME`.
     pub const VOLUME_NAME: u32 = 0x60;
     /// `$VOLUME_INFORMATION`.

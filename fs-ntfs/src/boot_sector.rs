@@ -122,7 +122,8 @@ impl BootSector {
 
     /// Clusters in the volume.
     pub fn total_clusters(&self) -> u64 {
-        self.total_sectors * u64::from(self.sector_size) / u64::from(self.cluster_size)
+        // Clusters are whole sectors (parse checks it): no overflow.
+        self.total_sectors / u64::from((self.cluster_size / self.sector_size).max(1))
     }
 
     /// Bytes in the volume (without the backup boot sector).

@@ -50,6 +50,8 @@ pub struct Stream {
     pub flags: AttributeFlags,
     /// Position of the first extent's attribute record on the volume.
     pub position: u64,
+    /// The MFT record holding the first extent's attribute record.
+    pub record: u64,
     /// Resident bytes or runs.
     pub data: StreamData,
 }
@@ -134,6 +136,7 @@ impl File {
                 compression_unit: 0,
                 flags: first.flags,
                 position: first.position,
+                record: first.record,
                 data: StreamData::Resident(v.clone()),
             }));
         }
@@ -195,6 +198,7 @@ impl File {
             },
             flags: a.flags,
             position: a.position,
+            record: a.record,
             data: StreamData::Runs(runs),
         }))
     }

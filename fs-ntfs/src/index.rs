@@ -21,6 +21,11 @@ pub struct IndexEntry {
     pub key: Vec<u8>,
     /// Byte position of the entry on the volume.
     pub position: u64,
+    /// The data of a view-index entry (`$SII`, `$SDH`, ...): the bytes its
+    /// data offset and length (the first four bytes, in place of a file
+    /// reference) name. Empty when they do not fit inside the entry, and
+    /// meaningless for `$I30` entries.
+    pub data: Vec<u8>,
 }
 
 /// The header of `$INDEX_ROOT`.
@@ -117,10 +122,21 @@ fn node_entries(buf: &[u8], node: usize, position: u64, what: &str) -> Result<Ve
                         alloc::format!("key of {key_len} bytes in an entry of {len}"),
                     )
                 })?;
+            let data_off = usize::from(le_u16(buf, at).unwrap_or(0));
+            let data_len = usize::from(le_u16(buf, at + 2).unwrap_or(0));
+            let data_end = if child.is_some() { len - 8 } else { len };
+            let data = if data_len != 0 && data_off >= 0x10 && data_off + data_len <= data_end {
+                buf.get(at + data_off..at + data_off + data_len)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             Some(IndexEntry {
                 record: le_u64(buf, at).unwrap_or(0) & REFERENCE_MASK,
                 key: key.to_vec(),
                 position: position + at as u64,
+                data,
             })
         };
         out.push(NodeEntry { entry, child });

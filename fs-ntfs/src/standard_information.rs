@@ -51,6 +51,9 @@ pub struct StandardInformation {
     pub accessed: u64,
     /// DOS attributes ([`dos`]).
     pub attributes: u32,
+    /// Key of the file's security descriptor in `$Secure` (NTFS 3.x: a
+    /// 72-byte value; `None` in the 48-byte NTFS 1.x/2.x form).
+    pub security_id: Option<u32>,
 }
 
 impl StandardInformation {
@@ -71,6 +74,7 @@ impl StandardInformation {
             mft_modified: le_u64(value, 0x10).unwrap_or(0),
             accessed: le_u64(value, 0x18).unwrap_or(0),
             attributes: le_u32(value, 0x20).unwrap_or(0),
+            security_id: le_u32(value, 0x34).filter(|_| value.len() >= 0x48),
         })
     }
 

@@ -17,6 +17,7 @@ use crate::lznt1::lznt1_decompress;
 use crate::record::FileRecord;
 use crate::reparse::{Reparse, parse_reparse};
 use crate::run_list::find_run;
+use crate::security::{SDS_HEADER, SdsLocation, SecurityDescriptor};
 use crate::standard_information::dos;
 
 /// Well-known MFT record numbers.
@@ -31,6 +32,8 @@ pub mod records {
     pub const ROOT: u64 = 5;
     /// `$Bitmap`.
     pub const BITMAP: u64 = 6;
+    /// `$Secure`.
+    pub const SECURE: u64 = 9;
     /// `$UpCase`.
     pub const UPCASE: u64 = 10;
     /// The first record that is not a reserved metadata file.
@@ -222,7 +225,8 @@ impl<D: ReadAt> NtfsVolume<D> {
     fn no_run(&self, stream: &Stream, vcn: u64) -> Error {
         Error::corrupt(
             alloc::format!(
-                "attribute {:#x} \"{}\": no run maps VCN {vcn} (size {})",
+                "MFT record {} attribute {:#x} \"{}\": no run maps VCN {vcn} (size {})",
+                stream.record,
                 stream.ty,
                 utf16_string(&stream.name),
                 stream.size
@@ -480,7 +484,12 @@ impl<D: ReadAt> NtfsVolume<D> {
                 plain.copy_from_slice(raw.get(..n).unwrap_or_default());
             } else {
                 lznt1_decompress(&raw, raw_pos, &mut plain).map_err(|e| {
-                    e.context(alloc::format!("compression unit at VCN {first_vcn}"))
+                    e.context(alloc::format!(
+                        "MFT record {} attribute {:#x} \"{}\": compression unit at VCN {first_vcn}",
+                        stream.record,
+                        stream.ty,
+                        utf16_string(&stream.name)
+                    ))
                 })?;
             }
             let within = (pos - first_vcn * cs) as usize;
@@ -772,6 +781,160 @@ impl<D: ReadAt> NtfsVolume<D> {
         Ok(None)
     }
 
+    /// The security descriptor of `file`: looked up in `$Secure` by the
+    /// security id of its `$STANDARD_INFORMATION` (NTFS 3.x), else read
+    /// from a `$SECURITY_DESCRIPTOR` attribute of the file (older
+    /// volumes). `None` when the file has neither.
+    pub fn security_descriptor(&self, file: &File) -> Result<Option<SecurityDescriptor>> {
+        let id = file.standard_information()?.and_then(|s| s.security_id);
+        if let Some(id) = id.filter(|i| *i != 0) {
+            let found = self.security_descriptor_by_id(id).map_err(|e| {
+                e.context(alloc::format!("security id {id} of file {}", file.number))
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        match file.stream(types::SECURITY_DESCRIPTOR, &[])? {
+            Some(s) => {
+                let raw = self.read_value(&s)?;
+                SecurityDescriptor::parse(raw, s.position)
+                    .map(Some)
+                    .map_err(|e| {
+                        e.context(alloc::format!(
+                            "$SECURITY_DESCRIPTOR of file {}",
+                            file.number
+                        ))
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The security descriptor stored in `$Secure` under `id`: its `$SII`
+    /// index entry gives the place in the `$SDS` stream, whose entry header
+    /// must repeat the id. `None` when `$SII` has no such id (or the
+    /// volume has no `$Secure` index).
+    pub fn security_descriptor_by_id(&self, id: u32) -> Result<Option<SecurityDescriptor>> {
+        let secure = self
+            .file(records::SECURE)
+            .map_err(|e| e.context("$Secure"))?;
+        let sii: Vec<u16> = "$SII".encode_utf16().collect();
+        let Some(root) = secure.stream(types::INDEX_ROOT, &sii)? else {
+            return Ok(None);
+        };
+        let StreamData::Resident(root_value) = &root.data else {
+            return Err(Error::corrupt(
+                "non-resident $Secure:$SII $INDEX_ROOT",
+                root.position,
+            ));
+        };
+        let index_record_size =
+            crate::index::IndexRoot::parse(root_value, root.position)?.index_record_size;
+        let blocks = secure
+            .stream(types::INDEX_ALLOCATION, &sii)?
+            .map(|s| Blocks {
+                vol: self,
+                stream: s,
+                size: index_record_size,
+            });
+        let found = crate::index::search_index(
+            root_value,
+            root.position,
+            blocks.as_ref().map(|b| b as &dyn IndexBlocks),
+            &mut |e| {
+                let key = disk_io::bytes::le_u32(&e.key, 0).ok_or_else(|| {
+                    Error::corrupt(
+                        alloc::format!("$SII key of {} bytes (expected 4)", e.key.len()),
+                        e.position,
+                    )
+                })?;
+                Ok(id.cmp(&key))
+            },
+        )
+        .map_err(|e| e.context("$Secure:$SII index"))?;
+        let Some(entry) = found else {
+            return Ok(None);
+        };
+        let loc = SdsLocation::parse(&entry.data, entry.position)?;
+        if loc.security_id != id {
+            return Err(Error::corrupt(
+                alloc::format!(
+                    "$SII entry for security id {id} names id {}",
+                    loc.security_id
+                ),
+                entry.position,
+            ));
+        }
+        let sds_name: Vec<u16> = "$SDS".encode_utf16().collect();
+        let sds = secure.stream(types::DATA, &sds_name)?.ok_or_else(|| {
+            Error::corrupt("$Secure has no $SDS stream", secure_position(&secure))
+        })?;
+        let at = self.byte_position(&sds, loc.offset).unwrap_or(sds.position);
+        let mut header = [0u8; SDS_HEADER];
+        if loc.offset.saturating_add(u64::from(loc.length)) > sds.size
+            || self.read_stream(&sds, loc.offset, &mut header)? != SDS_HEADER
+        {
+            return Err(Error::corrupt(
+                alloc::format!(
+                    "$SDS entry of security id {id} at offset {} ({} bytes) is past the end of $SDS ({} bytes)",
+                    loc.offset,
+                    loc.length,
+                    sds.size
+                ),
+                entry.position,
+            ));
+        }
+        let stored = SdsLocation::parse(&header, at)?;
+        if stored.security_id != id || stored.offset != loc.offset || stored.length != loc.length {
+            return Err(Error::corrupt(
+                alloc::format!(
+                    "$SDS entry at offset {} is security id {} at {} ({} bytes), $SII says id {id} at {} ({} bytes)",
+                    loc.offset,
+                    stored.security_id,
+                    stored.offset,
+                    stored.length,
+                    loc.offset,
+                    loc.length
+                ),
+                at,
+            ));
+        }
+        let mut raw = alloc::vec![0u8; loc.length as usize - SDS_HEADER];
+        self.read_stream(&sds, loc.offset + SDS_HEADER as u64, &mut raw)?;
+        SecurityDescriptor::parse(raw, at + SDS_HEADER as u64)
+            .map(Some)
+            .map_err(|e| e.context(alloc::format!("$SDS entry of security id {id}")))
+    }
+
+    /// Byte ranges of the volume a copy must keep, sorted and merged:
+    /// every cluster `$Bitmap` marks used, plus the backup boot sector in
+    /// the sector after the last one the boot sector counts (the
+    /// partition's last sector as mkntfs and Windows place it), which lies
+    /// outside every cluster and which partclone does not copy.
+    pub fn used_byte_ranges(&self) -> Result<Vec<Range<u64>>> {
+        let cs = u64::from(self.boot.cluster_size);
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for r in self.used_clusters()? {
+            let (Some(start), Some(end)) = (r.start.checked_mul(cs), r.end.checked_mul(cs)) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some(prev) if prev.end >= start => prev.end = prev.end.max(end),
+                _ => out.push(start..end),
+            }
+        }
+        let backup = self.boot.volume_size();
+        let end = backup.saturating_add(u64::from(self.boot.sector_size));
+        if end <= self.disk.size() {
+            match out.last_mut() {
+                Some(prev) if prev.end >= backup => prev.end = prev.end.max(end),
+                _ => out.push(backup..end),
+            }
+        }
+        Ok(out)
+    }
+
     /// The used clusters as `$Bitmap` marks them, as sorted, merged ranges
     /// of cluster numbers.
     pub fn used_clusters(&self) -> Result<Vec<Range<u64>>> {
@@ -865,4 +1028,8 @@ impl Value {
     pub fn is_resident(&self) -> bool {
         matches!(self, Value::Resident(_))
     }
+}
+
+fn secure_position(file: &File) -> u64 {
+    file.attributes.first().map_or(0, |a| a.position)
 }

@@ -1,4 +1,4 @@
-//! The fuzz seeds and corpus of the `ntfs` target replay without panics,
+//! The fuzz seeds and corpora of the `ntfs` targets replay without panics,
 //! and a packed seed reads like the volume it was packed from.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -11,6 +11,26 @@ use test_support::testdata;
 fn fuzz_seeds_and_corpus_replay() {
     let n = test_support::replay_corpus(&["seeds/ntfs", "corpus/ntfs"], 5, ntfs_read);
     assert!(n >= 5);
+}
+
+#[test]
+fn unit_targets_replay() {
+    use fs_ntfs::fuzzing::{
+        ntfs_boot, ntfs_index_buffer, ntfs_lznt1, ntfs_mft_record, ntfs_run_list,
+    };
+    type Entry = fn(&[u8]);
+    let targets: [(&str, Entry); 5] = [
+        ("ntfs_boot", ntfs_boot),
+        ("ntfs_mft_record", ntfs_mft_record),
+        ("ntfs_run_list", ntfs_run_list),
+        ("ntfs_index_buffer", ntfs_index_buffer),
+        ("ntfs_lznt1", ntfs_lznt1),
+    ];
+    for (name, entry) in targets {
+        let seeds = format!("seeds/{name}");
+        let corpus = format!("corpus/{name}");
+        test_support::replay_corpus(&[&seeds, &corpus], 2, entry);
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use disk_io::{ErrorKind, FileDisk, ReadAt, Window};
 use fs_ntfs::attribute::types;
-use fs_ntfs::{File, LinkTarget, NtfsVolume, StreamData, records};
+use fs_ntfs::{Exported, ExportedAttribute, File, LinkTarget, NtfsVolume, StreamData, records};
 use test_support::{have_all, sh, testdata};
 
 const FILL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/fill.py");
@@ -29,18 +29,19 @@ enum Node {
 }
 
 /// Makes a volume with `cluster`-byte clusters and `sector`-byte sectors, copies the tree of
-/// `fill.py` into it through ntfs-3g and runs `post.py` inside the mount.
+/// `fill.py` (`large`: with its 20 MiB file and 10,000-entry directory) into it through ntfs-3g and runs `post.py` inside the mount.
 /// `None` (skipped, with the reason printed) when FUSE is not available.
-fn build(cluster: u32, sector: u32) -> Option<(tempfile::TempDir, PathBuf)> {
+fn build(cluster: u32, sector: u32, large: bool) -> Option<(tempfile::TempDir, PathBuf)> {
     if !have_all(&["mkntfs", "ntfs-3g", "python3"]) {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    sh(&format!("python3 {FILL} src"), d);
+    let (flag, size) = if large { (" --large", 72) } else { ("", 48) };
+    sh(&format!("python3 {FILL} src{flag}"), d);
     sh(
         &format!(
-            "truncate -s 48M v.img && mkntfs -q -F -Q -s {sector} -c {cluster} v.img >/dev/null 2>&1 && mkdir mnt"
+            "truncate -s {size}M v.img && mkntfs -q -F -Q -s {sector} -c {cluster} v.img >/dev/null 2>&1 && mkdir mnt"
         ),
         d,
     );
@@ -186,6 +187,7 @@ fn check_volume(cluster: u32, dir: &Path, img: &Path) {
         "cluster {cluster}"
     );
     assert!(ours.contains_key("/big/entry-02999.txt"));
+    check_export(&vol, &ours, cluster);
 
     // Reparse points made through ntfs-3g's reparse xattr.
     assert_eq!(ours["/winlink"].1, Node::Link("sizes\\f1".into()));
@@ -312,6 +314,7 @@ fn check_volume(cluster: u32, dir: &Path, img: &Path) {
         }
         let ls = sh("ntfsls v.img -p /sizes", dir);
         let mut names: Vec<&str> = ls.lines().filter(|n| *n != "." && *n != "..").collect();
+        names.retain(|n| *n != "f20971520");
         names.sort();
         assert_eq!(
             names,
@@ -341,17 +344,292 @@ fn check_volume(cluster: u32, dir: &Path, img: &Path) {
     }
 }
 
+/// The INDX record at `vcn` of directory `dir`'s `$I30` allocation: its
+/// byte offset in the image.
+fn index_block<D: ReadAt>(vol: &NtfsVolume<D>, dir: &File, vcn: u64) -> u64 {
+    let i30: Vec<u16> = "$I30".encode_utf16().collect();
+    let root = dir.stream(types::INDEX_ROOT, &i30).unwrap().unwrap();
+    let StreamData::Resident(root) = root.data else {
+        panic!()
+    };
+    let record_size = u64::from(u32::from_le_bytes(root[8..12].try_into().unwrap()));
+    let allocation = dir.stream(types::INDEX_ALLOCATION, &i30).unwrap().unwrap();
+    let StreamData::Runs(runs) = &allocation.data else {
+        panic!()
+    };
+    let cs = u64::from(vol.cluster_size());
+    let byte = vcn * if record_size >= cs { cs } else { 512 };
+    let run = fs_ntfs::find_run(runs, byte / cs).unwrap();
+    (run.lcn.unwrap() + byte / cs - run.vcn) * cs + byte % cs
+}
+
+/// The 20 MiB file and the 10,000-entry directory: every entry listed and
+/// found, an index of at least three levels, the used-cluster count as
+/// `ntfsinfo -m` and `ntfscluster` report it.
+fn check_large(dir: &Path, img: &Path) {
+    let vol = open_file(img, 0);
+    let huge = lookup(&vol, "/huge");
+    let names: Vec<String> = vol
+        .read_dir(&huge)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, n)| n.namespace.is_long())
+        .map(|(_, n)| n.name_string())
+        .collect();
+    let want: Vec<String> = (0..10000)
+        .map(|i| format!("a-longer-file-name-for-a-deeper-index-{i:05}"))
+        .collect();
+    assert!(names == want, "{} entries in index order", names.len());
+    for i in (0..10000).step_by(1111).chain([9999]) {
+        let name = format!("A-LONGER-FILE-NAME-FOR-A-DEEPER-INDEX-{i:05}");
+        let (rec, _) = vol.find(&huge, &name).unwrap().unwrap();
+        let f = vol.file(rec).unwrap();
+        assert_eq!(read_data(&vol, &f, ""), i.to_string().as_bytes());
+    }
+    // The root's first child node has children of its own: three levels.
+    let i30: Vec<u16> = "$I30".encode_utf16().collect();
+    let root = huge.stream(types::INDEX_ROOT, &i30).unwrap().unwrap();
+    let StreamData::Resident(root) = root.data else {
+        panic!()
+    };
+    let node = 0x10 + u32::from_le_bytes(root[0x10..0x14].try_into().unwrap()) as usize;
+    let len = u16::from_le_bytes([root[node + 8], root[node + 9]]) as usize;
+    assert!(root[node + 12] & 1 != 0, "the root has children");
+    let vcn = u64::from_le_bytes(root[node + len - 8..node + len].try_into().unwrap());
+    let at = index_block(&vol, &huge, vcn) as usize;
+    let bytes = std::fs::read(img).unwrap();
+    assert_eq!(&bytes[at..at + 4], b"INDX");
+    assert!(
+        bytes[at + 0x24] & 1 != 0,
+        "the level below the root has children"
+    );
+
+    let f = lookup(&vol, "/sizes/f20971520");
+    let want = std::fs::read(dir.join("src/sizes/f20971520")).unwrap();
+    assert!(read_data(&vol, &f, "") == want, "20 MiB file");
+
+    // ntfsinfo and ntfscluster count the same free clusters.
+    if !have_all(&["ntfsinfo", "ntfscluster"]) {
+        return;
+    }
+    let used: u64 = vol
+        .used_clusters()
+        .unwrap()
+        .iter()
+        .map(|r| r.end - r.start)
+        .sum();
+    let total = vol.boot_sector().total_clusters();
+    let info = sh("ntfsinfo -m v.img", dir);
+    let free: u64 = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Free Clusters: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(used, total - free, "ntfsinfo -m: {free} free of {total}");
+    let cluster = sh("ntfscluster -i v.img", dir);
+    let free_bytes: u64 = cluster
+        .lines()
+        .find_map(|l| l.strip_prefix("bytes of free space"))
+        .and_then(|l| l.trim_start_matches([' ', ':']).trim().parse().ok())
+        .unwrap();
+    assert_eq!(
+        used * u64::from(vol.cluster_size()),
+        total * u64::from(vol.cluster_size()) - free_bytes
+    );
+}
+
+/// Reassembles stream `name` of `file` from its exported attributes: a
+/// resident value whole, else the clusters of every extent placed at their
+/// VCNs, cut at the data size, zeros past the initialised size. `None` for
+/// a compressed stream (its clusters are stored compressed).
+fn reassemble<D: ReadAt>(vol: &NtfsVolume<D>, file: &File, name: &str) -> Option<Vec<u8>> {
+    let name: Vec<u16> = name.encode_utf16().collect();
+    let attrs = vol.export_attributes(file).unwrap();
+    // Record order: the base record first, as parsed.
+    let records: Vec<u64> = attrs.iter().map(|a| a.record).collect();
+    assert_eq!(records.first(), Some(&file.number));
+    for a in &attrs {
+        assert_eq!(
+            &a.header[..4],
+            &a.ty.to_le_bytes(),
+            "attribute type in the header"
+        );
+        assert_eq!(a.header[8] == 0, a.is_resident());
+        assert_eq!(
+            u32::from_le_bytes(a.header[4..8].try_into().unwrap()) as usize,
+            a.header.len()
+        );
+    }
+    let parts: Vec<&ExportedAttribute> = attrs
+        .iter()
+        .filter(|a| a.ty == types::DATA && a.name == name)
+        .collect();
+    if let [one] = parts[..] {
+        if let Exported::Resident(v) = &one.content {
+            return Some(v.clone());
+        }
+    }
+    if parts.iter().any(|a| a.flags.compressed()) {
+        return None;
+    }
+    let cs = u64::from(vol.cluster_size());
+    let (size, init) = parts
+        .iter()
+        .find_map(|a| match &a.content {
+            Exported::NonResident(n) if n.start_vcn == 0 => Some((n.data_size, n.initialized_size)),
+            _ => None,
+        })
+        .unwrap();
+    let mut out = vec![0u8; size as usize];
+    for a in &parts {
+        vol.export_data(a, &mut |vcn, bytes| {
+            let at = vcn * cs;
+            let end = (at + bytes.len() as u64).min(init);
+            if at < end {
+                out[at as usize..end as usize].copy_from_slice(&bytes[..(end - at) as usize]);
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    Some(out)
+}
+
+/// Attribute-level export: every file's data stream reassembles from its
+/// exported attributes (resident whole, non-resident from the clusters of
+/// its runs) to the bytes read through the stream.
+fn check_export<D: ReadAt>(
+    vol: &NtfsVolume<D>,
+    ours: &BTreeMap<String, (u64, Node)>,
+    cluster: u32,
+) {
+    let (mut resident, mut clusters, mut compressed) = (0, 0, 0);
+    for (path, (rec, node)) in ours {
+        let Node::File(data) = node else { continue };
+        let f = vol.file(*rec).unwrap();
+        match reassemble(vol, &f, "") {
+            Some(got) => {
+                assert!(
+                    got == *data,
+                    "{path}: exported attributes differ from the file"
+                );
+                if matches!(
+                    f.stream(types::DATA, &[]).unwrap().unwrap().data,
+                    StreamData::Resident(_)
+                ) {
+                    resident += 1;
+                } else {
+                    clusters += 1;
+                }
+            }
+            None => compressed += 1,
+        }
+    }
+    assert!(
+        resident > 10 && clusters > 5,
+        "{resident} resident, {clusters} non-resident"
+    );
+    assert_eq!(compressed > 0, cluster <= 4096);
+    let s = lookup(vol, "/streams.txt");
+    assert_eq!(reassemble(vol, &s, "small").unwrap(), b"small stream");
+    assert_eq!(
+        reassemble(vol, &s, "large").unwrap(),
+        read_data(vol, &s, "large")
+    );
+}
+
+/// Security descriptors through `$Secure` equal what ntfs-3g returns as
+/// `system.ntfs_acl` (the raw self-relative descriptor), for files
+/// ntfs-3g created (a `$SECURITY_DESCRIPTOR` attribute each) and the one
+/// post.py sets (in `$Secure`).
+fn check_security(dir: &Path, img: &Path) {
+    let vol = open_file(img, 0);
+    let paths = [
+        "sizes/f700",
+        "sizes/f0",
+        "deep/a",
+        "links/target.txt",
+        "big",
+    ];
+    sh("mkdir -p ro && ntfs-3g -o ro v.img ro", dir);
+    let script = format!(
+        "import os, sys\nfor p in {paths:?}: sys.stdout.write(os.getxattr('ro/' + p, 'system.ntfs_acl').hex() + '\\n')"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    sh("umount ro", dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(theirs.len(), paths.len());
+    for (path, want) in paths.iter().zip(&theirs) {
+        let f = lookup(&vol, path);
+        let id = f.standard_information().unwrap().unwrap().security_id;
+        let attr = f
+            .attributes
+            .iter()
+            .any(|a| a.ty == types::SECURITY_DESCRIPTOR);
+        // mkntfs's files and the descriptor set through ntfs-3g live in
+        // $Secure; files ntfs-3g creates carry their own attribute.
+        let in_secure = *path == "sizes/f700";
+        assert_eq!(
+            (id.is_some_and(|i| i >= 0x100), attr),
+            (in_secure, !in_secure),
+            "{path}: security id {id:?}"
+        );
+        let sd = vol.security_descriptor(&f).unwrap().unwrap();
+        let hex: String = sd.raw.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(&hex, want, "{path}");
+    }
+    let f = lookup(&vol, "sizes/f700");
+    let sd = vol.security_descriptor(&f).unwrap().unwrap();
+    assert_eq!(sd.owner.unwrap().to_string(), "S-1-5-21-1-2-3-1000");
+    assert_eq!(sd.group.unwrap().to_string(), "S-1-5-21-1-2-3-513");
+    let other = vol
+        .security_descriptor(&lookup(&vol, "sizes/f0"))
+        .unwrap()
+        .unwrap();
+    assert_ne!(other.raw, sd.raw);
+    // mkntfs's root directory has its own attribute (owner LocalSystem, as
+    // ntfsinfo shows; ntfs-3g will not read it back: EIO); $Secure itself
+    // uses security id 0x101 of $Secure.
+    let root = vol.file(records::ROOT).unwrap();
+    let sd = vol.security_descriptor(&root).unwrap().unwrap();
+    assert_eq!(sd.owner.unwrap().to_string(), "S-1-5-18");
+    let secure = vol.file(records::SECURE).unwrap();
+    let id = secure.standard_information().unwrap().unwrap().security_id;
+    assert_eq!(id, Some(0x101));
+    let sd = vol.security_descriptor(&secure).unwrap().unwrap();
+    assert_eq!(Some(sd), vol.security_descriptor_by_id(0x101).unwrap());
+    // An id $SII does not hold.
+    assert!(vol.security_descriptor_by_id(0xfff_ffff).unwrap().is_none());
+}
+
 #[test]
 fn mkntfs_512_byte_clusters() {
-    if let Some((dir, img)) = build(512, 512) {
+    if let Some((dir, img)) = build(512, 512, false) {
         check_volume(512, dir.path(), &img);
     }
 }
 
 #[test]
 fn mkntfs_4k_clusters_and_damage() {
-    if let Some((dir, img)) = build(4096, 512) {
+    if let Some((dir, img)) = build(4096, 512, true) {
         check_volume(4096, dir.path(), &img);
+        check_large(dir.path(), &img);
+        check_security(dir.path(), &img);
         damage(&img);
     }
 }
@@ -359,7 +637,7 @@ fn mkntfs_4k_clusters_and_damage() {
 #[test]
 fn mkntfs_64k_clusters_4k_sectors() {
     // 4 KiB FILE records, index records smaller than a cluster.
-    if let Some((dir, img)) = build(65536, 4096) {
+    if let Some((dir, img)) = build(65536, 4096, false) {
         check_volume(65536, dir.path(), &img);
     }
 }
@@ -407,7 +685,51 @@ fn damage(img: &Path) {
     let v = NtfsVolume::open(bytes).unwrap();
     let e = v.file(f.number).unwrap_err();
     assert!(e.to_string().contains("reaches past the volume"), "{e}");
+    assert!(
+        e.to_string().contains(&format!("MFT record {}", f.number)),
+        "{e}"
+    );
     assert_eq!(e.offset(), Some(runs_at as u64));
+
+    // An LZNT1 chunk whose first token reaches back before the chunk.
+    let text = lookup(&vol, "/compressed/text.txt");
+    let stream = text.stream(types::DATA, &[]).unwrap().unwrap();
+    if stream.compression_unit != 0 {
+        let StreamData::Runs(runs) = &stream.data else {
+            panic!()
+        };
+        let at = (runs[0].lcn.unwrap() * u64::from(vol.cluster_size())) as usize;
+        let mut bytes = pristine.clone();
+        assert_eq!(bytes[at + 1] & 0xb0, 0xb0, "a compressed chunk");
+        bytes[at + 2] = 0x01;
+        let v = NtfsVolume::open(bytes).unwrap();
+        let e = v.read_stream(&stream, 0, &mut [0u8; 100]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("MFT record {}", text.number))
+                && e.to_string().contains("LZNT1 chunk at byte 0"),
+            "{e}"
+        );
+        assert_eq!(e.offset(), Some(at as u64));
+    }
+
+    // An $SDS entry whose header names another security id than $SII.
+    let f = lookup(&vol, "/sizes/f700");
+    let sd = vol.security_descriptor(&f).unwrap().unwrap();
+    let at = pristine
+        .windows(sd.raw.len())
+        .position(|w| w == sd.raw.as_slice())
+        .unwrap();
+    let mut bytes = pristine.clone();
+    bytes[at - 16] ^= 0x40;
+    let v = NtfsVolume::open(bytes).unwrap();
+    let e = v.security_descriptor(&f).unwrap_err();
+    assert!(
+        e.to_string().contains("$SDS entry")
+            && e.to_string().contains(&format!("file {}", f.number)),
+        "{e}"
+    );
+    assert_eq!(e.offset(), Some(at as u64 - 20));
 
     // An index loop: a child pointer inside the top INDX node of the
     // 3,000-entry directory names that node itself.

@@ -2,37 +2,41 @@
 //!
 //! ```text
 //! cargo run --release --example convert                       # built-in demo
-//! cargo run --release --example convert -- SRC DST [--format F]
+//! cargo run --release --example convert -- SRC DST [--format F] [--mode M]
 //! ```
 //!
 //! With no arguments it builds a small sparse demo disk (a GPT with two
 //! partitions and scattered data) in a temporary directory, converts it to
 //! raw, and checks the copy sector by sector. With `SRC DST` it converts a
-//! real image (format detected from content) into `DST` (raw by default).
+//! real image (format detected from content) into `DST` (raw by default;
+//! `--mode used` leaves the file systems' free space out and verifies the
+//! copy with a logical comparison).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use disk_io::{FileDisk, ReadAt, WriteAt};
 use image_convert::{
-    Comparison, ConvertOptions, GuestContent, compare_sectors, convert, inspect, open_source,
+    Comparison, ConvertOptions, GuestContent, LogicalComparison, Mode, compare_logical,
+    compare_sectors, convert, inspect, open_source, used_layout,
 };
 use partition::{DEFAULT_ALIGNMENT, Guid, Layout, PartitionType, TableType};
 use vdisk_format::Format;
+
+const USAGE: &str =
+    "usage: convert [SRC DST [--format raw|vmdk|qcow2|vhd|vhdx|vdi] [--mode sector|used|logical]]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.as_slice() {
         [] => demo(),
-        [src, dst] => run(Path::new(src), Path::new(dst), Format::Raw),
-        [src, dst, flag, fmt] if flag == "--format" => match fmt.parse() {
-            Ok(format) => run(Path::new(src), Path::new(dst), format),
-            Err(e) => Err(e.to_string()),
-        },
-        _ => Err("usage: convert [SRC DST [--format raw|vmdk|qcow2|vhd|vhdx|vdi]]".to_owned()),
+        [src, dst, flags @ ..] => parse_flags(flags)
+            .and_then(|(format, mode)| run(Path::new(src), Path::new(dst), format, mode)),
+        _ => Err(USAGE.to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,7 +47,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(src: &Path, dst: &Path, format: Format) -> Result<(), String> {
+/// `--format F` and `--mode M`, in any order.
+fn parse_flags(flags: &[String]) -> Result<(Format, Mode), String> {
+    let mut format = Format::Raw;
+    let mut mode = Mode::Sector;
+    let mut it = flags.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| USAGE.to_owned())?;
+        match flag.as_str() {
+            "--format" => format = value.parse().map_err(|e: disk_io::Error| e.to_string())?,
+            "--mode" => mode = value.parse().map_err(|e: disk_io::Error| e.to_string())?,
+            _ => return Err(USAGE.to_owned()),
+        }
+    }
+    Ok((format, mode))
+}
+
+fn run(src: &Path, dst: &Path, format: Format, mode: Mode) -> Result<(), String> {
     let image = open_source(src, false).map_err(|e| e.to_string())?;
     let content = inspect(&image).map_err(|e| e.to_string())?;
     let info = image.info().map_err(|e| e.to_string())?;
@@ -62,10 +82,24 @@ fn run(src: &Path, dst: &Path, format: Format) -> Result<(), String> {
             );
         }
     }
+    if mode == Mode::Used {
+        let layout = used_layout(&image).map_err(|e| e.to_string())?;
+        for v in &layout.volumes {
+            println!(
+                "  {} ({}): keeps {} of {} bytes",
+                v.number
+                    .map_or_else(|| "whole disk".to_owned(), |n| format!("partition {n}")),
+                v.fs.name(),
+                v.kept_bytes(),
+                v.size
+            );
+        }
+    }
     drop(image);
     let started = Instant::now();
     let opts = ConvertOptions {
         format: Some(format),
+        mode,
         ..Default::default()
     };
     let mut last_tenth = 0;
@@ -91,18 +125,26 @@ fn run(src: &Path, dst: &Path, format: Format) -> Result<(), String> {
     );
     let a = open_source(src, false).map_err(|e| e.to_string())?;
     let b = open_source(dst, false).map_err(|e| e.to_string())?;
-    match compare_sectors(&a, &b).map_err(|e| e.to_string())? {
-        Comparison::Equal => println!("verified: guest contents are identical"),
-        Comparison::DiffersAt(at) => {
-            return Err(format!(
-                "verification failed: contents differ at offset {at:#x}"
-            ));
+    let allocated = b.info().map_err(|e| e.to_string())?.allocated_bytes;
+    if mode == Mode::Sector {
+        match compare_sectors(&a, &b).map_err(|e| e.to_string())? {
+            Comparison::Equal => println!("verified: guest contents are identical"),
+            Comparison::DiffersAt(at) => {
+                return Err(format!(
+                    "verification failed: contents differ at offset {at:#x}"
+                ));
+            }
+        }
+    } else {
+        // Free space differs by design: compare the trees.
+        match compare_logical(Arc::new(a), Arc::new(b)).map_err(|e| e.to_string())? {
+            LogicalComparison::Equal => println!("verified: logically identical"),
+            LogicalComparison::Differs(what) => {
+                return Err(format!("verification failed: {what}"));
+            }
         }
     }
-    println!(
-        "destination allocates {} bytes",
-        b.info().map_err(|e| e.to_string())?.allocated_bytes
-    );
+    println!("destination allocates {allocated} bytes");
     Ok(())
 }
 
@@ -145,7 +187,7 @@ fn demo() -> Result<(), String> {
     build_demo(&src).map_err(|e| format!("{}: {e}", src.display()))?;
     println!("built a demo disk at {}", src.display());
     let dst = dir.path().join("demo-copy.raw");
-    run(&src, &dst, Format::Raw)?;
+    run(&src, &dst, Format::Raw, Mode::Sector)?;
     let src_disk = FileDisk::open(&src).map_err(|e| e.to_string())?;
     println!(
         "demo done (source allocates {} bytes of {}); the temporary directory is removed on exit",

@@ -12,6 +12,7 @@ use vdisk_format::{CreateOptions, Format, Image};
 
 use crate::copy::{CopyOptions, CopyStats, Side, copy_sectors};
 use crate::inspect::is_recognised;
+use crate::used::{UsedFilter, used_layout};
 
 /// How much of the source a conversion carries over.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,25 +137,29 @@ pub fn convert(
 ) -> Result<CopyStats, PathError> {
     let format = opts.format.unwrap_or(Format::Raw);
     let image = open_source(src, opts.allow_unrecognised)?;
-    match opts.mode {
-        Mode::Sector => {}
-        Mode::Used | Mode::Logical => {
-            let name = if opts.mode == Mode::Used {
-                "used"
-            } else {
-                "logical"
-            };
-            return Err(Error::unsupported(format!(
-                "conversion mode '{name}': not implemented yet"
-            ))
+    // Used mode reads the layout and the file systems' used maps before
+    // anything is written, so a file system it cannot read leaves no
+    // output behind.
+    let layout = match opts.mode {
+        Mode::Sector => None,
+        Mode::Used => Some(used_layout(&image).map_err(|e| PathError::new(src, e))?),
+        Mode::Logical => {
+            return Err(Error::unsupported(
+                "conversion mode 'logical': no file-system writer is wired into the pipeline yet",
+            )
             .into());
         }
-    }
+    };
     let size = opts.size.unwrap_or(image.size());
     if size < image.size() {
         return Err(Error::invalid_input(format!(
-            "--size {size} is smaller than the source's {} bytes: sector mode cannot shrink a disk",
-            image.size()
+            "--size {size} is smaller than the source's {} bytes: {} mode cannot shrink a disk",
+            image.size(),
+            if opts.mode == Mode::Used {
+                "used"
+            } else {
+                "sector"
+            }
         ))
         .into());
     }
@@ -180,7 +185,11 @@ pub fn convert(
         // the output's own threads); the others take writes in any order.
         threads: if create.sequential() { 1 } else { 0 },
     };
-    let stats = copy_sectors(&image, out, &copy_opts, progress).map_err(|e| match e.side {
+    let copied = match &layout {
+        None => copy_sectors(&image, out, &copy_opts, progress),
+        Some(layout) => copy_sectors(&UsedFilter::new(&image, layout), out, &copy_opts, progress),
+    };
+    let stats = copied.map_err(|e| match e.side {
         Side::Source => PathError::new(src, e.error),
         Side::Destination => PathError::new(dst, e.error),
         Side::Neither => PathError::from(e.error),

@@ -130,4 +130,14 @@ fn probe_foreign<D: ReadAt + ?Sized>(disk: &D) -> Result<Option<&'static str>> {
 pub fn fuzz_inspect(data: &[u8]) {
     let _ = inspect(data);
     let _ = is_recognised(data);
+    // Used mode's view of the same bytes: the file systems' used maps,
+    // and the filtered allocation map a used-mode copy walks.
+    if let Ok(layout) = crate::used::used_layout(data) {
+        let filter = crate::used::UsedFilter::new(data, &layout);
+        for run in disk_io::extents(&filter, 0, u64::MAX).take(1 << 16) {
+            if run.is_err() {
+                break;
+            }
+        }
+    }
 }

@@ -86,6 +86,22 @@ pub struct Entry {
     pub handle: u64,
 }
 
+/// What a fresh copy of a volume keeps from it (logical conversion):
+/// whatever the file system has of these.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The exact type (`fat12`, `fat16`, `fat32`, `ext4`, `ntfs`, …).
+    pub fs_name: &'static str,
+    /// Volume label.
+    pub label: Option<String>,
+    /// Volume serial number (FAT volume id, NTFS serial number).
+    pub serial: Option<u64>,
+    /// File-system UUID (ext).
+    pub uuid: Option<[u8; 16]>,
+    /// Allocation unit in bytes (FAT/NTFS cluster, ext block).
+    pub cluster_size: Option<u64>,
+}
+
 /// A file system opened for reading.
 pub trait Volume: Send + Sync {
     /// The file-system type, as `vdisk info` names it (`fat32`, `ext4`, …).
@@ -94,6 +110,15 @@ pub trait Volume: Send + Sync {
     /// The volume label, when it has one.
     fn label(&self) -> Option<String> {
         None
+    }
+
+    /// Type, label, serial, UUID and cluster size, for a fresh copy.
+    fn identity(&self) -> Identity {
+        Identity {
+            fs_name: self.fs_name(),
+            label: self.label(),
+            ..Identity::default()
+        }
     }
 
     /// The root directory, as an entry named `""`.

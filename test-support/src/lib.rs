@@ -18,6 +18,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod disks;
+
 fn missing(what: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("{what} is required in CI (run .ci/install-tools)");

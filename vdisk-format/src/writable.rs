@@ -88,6 +88,16 @@ pub fn open_rw(path: impl AsRef<Path>) -> Result<Writable> {
                 cluster_size,
             })
         }
+        Format::Vhdx => {
+            let (w, parent) = crate::vhdx::write::open_path_with_parent(path)?;
+            let cluster_size = w.block_size();
+            Ok(Writable {
+                disk: Box::new(w),
+                format,
+                parent,
+                cluster_size,
+            })
+        }
         other => Err(Error::unsupported(format!(
             "writing into existing {other} images: not implemented yet"
         ))),
@@ -101,18 +111,20 @@ fn set_backing(path: &Path, format: Format, name: &str, parent: &Image) -> Resul
     match format {
         Format::Qcow2 => crate::qcow2::commit::set_backing(path, name, parent.format()),
         Format::Vmdk => crate::vmdk::write::set_backing(path, name, parent),
+        Format::Vhdx => crate::vhdx::write::set_backing(path, name),
         other => Err(Error::unsupported(format!(
             "changing the parent of {other} images"
         ))),
     }
 }
 
-/// Records in the child at `path` (of `format`) what its format keeps of
-/// its parent's identity, after `commit` wrote the parent (the VMDK
-/// `parentCID`), so that the chain still opens.
-fn parent_written(path: &Path, format: Format, parent_path: &Path) -> Result<()> {
+/// After its parent was written to, makes the child at `path` record the
+/// parent's new identity, for formats that keep one (VHDX's
+/// `parent_linkage`, VMDK's `parentCID`).
+fn relink(path: &Path, format: Format) -> Result<()> {
     match format {
-        Format::Vmdk => crate::vmdk::write::refresh_parent_cid(path, parent_path),
+        Format::Vhdx => crate::vhdx::write::relink(path),
+        Format::Vmdk => crate::vmdk::write::relink(path),
         _ => Ok(()),
     }
 }
@@ -122,14 +134,14 @@ fn parent_written(path: &Path, format: Format, parent_path: &Path) -> Result<()>
 /// its parent. Returns the bytes merged.
 pub fn commit(path: impl AsRef<Path>) -> Result<u64> {
     let path = path.as_ref();
-    let child = open_rw(path)?;
-    let Some(parent_path) = child.parent.clone() else {
+    let child_w = open_rw(path)?;
+    let Some(parent_path) = child_w.parent.clone() else {
         return Err(Error::invalid_input("the image has no backing file"));
     };
-    let parent = open_rw(&parent_path)
+    let parent_w = open_rw(&parent_path)
         .map_err(|e| e.context(format!("parent {}", parent_path.display())))?;
-    let format = child.format;
-    let (child, parent) = (&*child.disk, &*parent.disk);
+    let format = child_w.format;
+    let (child, parent) = (&*child_w.disk, &*parent_w.disk);
     let size = child.size();
     let mut merged = 0u64;
     let mut buf = vec![0u8; CHUNK as usize];
@@ -162,7 +174,9 @@ pub fn commit(path: impl AsRef<Path>) -> Result<u64> {
     parent.flush()?;
     child.discard(0, size)?;
     child.flush()?;
-    parent_written(path, format, &parent_path)?;
+    drop(child_w);
+    drop(parent_w);
+    relink(path, format)?;
     Ok(merged)
 }
 

@@ -1,8 +1,10 @@
 # Fills the source tree the NTFS tests copy into an ntfs-3g mount: deep
 # tree, a 3,000-entry directory, sizes 0 B to 3 MiB, compressible files,
-# hard and symbolic links. Usage: fill.py DIR
+# hard and symbolic links; with --large also a 20 MiB file and a
+# 10,000-entry directory (an index of three levels). Usage: fill.py DIR [--large]
 import os, sys, random
 src = sys.argv[1]
+large = '--large' in sys.argv[2:]
 rnd = random.Random(7)
 def w(p, data):
     os.makedirs(os.path.dirname(p), exist_ok=True)
@@ -25,3 +27,8 @@ for i in range(1, 16):
 os.symlink('target.txt', f'{src}/links/sym')
 os.symlink('../sizes', f'{src}/links/dirsym')
 w(f'{src}/Mixed Case Ünïcödé.txt', b'unicode\n')
+if large:
+    w(f'{src}/sizes/f20971520', rnd.randbytes(20 << 20))
+    os.makedirs(f'{src}/huge')
+    for i in range(10000):
+        open(f'{src}/huge/a-longer-file-name-for-a-deeper-index-{i:05}', 'wb').write(b'%d' % i)

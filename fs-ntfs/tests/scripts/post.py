@@ -49,3 +49,12 @@ os.setxattr(f'{m}/winlink', 'system.ntfs_reparse_data', reparse(0xa000000c, 'siz
 os.mkdir(f'{m}/junction')
 os.setxattr(f'{m}/junction', 'system.ntfs_reparse_data', reparse(0xa0000003, '\\??\\C:\\target', 'C:\\target', None))
 
+# A security descriptor of our own (owner S-1-5-21-1-2-3-1000): a new
+# entry in $Secure's $SDS stream and $SII index.
+def sid(auth, *subs):
+    return struct.pack('<BB', 1, len(subs)) + auth.to_bytes(6, 'big') + b''.join(struct.pack('<I', s) for s in subs)
+owner, group, everyone = sid(5, 21, 1, 2, 3, 1000), sid(5, 21, 1, 2, 3, 513), sid(1, 0)
+ace = struct.pack('<BBHI', 0, 0, 8 + len(everyone), 0x1f01ff) + everyone
+dacl = struct.pack('<BBHHH', 2, 0, 8 + len(ace), 1, 0) + ace
+sd = struct.pack('<BBHIIII', 1, 0, 0x8004, 20, 20 + len(owner), 0, 20 + len(owner) + len(group)) + owner + group + dacl
+os.setxattr(f'{m}/sizes/f700', 'system.ntfs_acl', sd)

@@ -10,7 +10,7 @@
 use disk_io::{Error, Result};
 use fs_fat::{Attributes, DirEntry, FatVolume};
 
-use super::{Entry, EntryKind, SharedDisk, Volume};
+use super::{Entry, EntryKind, Identity, SharedDisk, Volume};
 
 /// An open FAT volume.
 pub(super) struct Fat {
@@ -81,6 +81,16 @@ impl Volume for Fat {
 
     fn label(&self) -> Option<String> {
         self.volume.label().ok().flatten()
+    }
+
+    fn identity(&self) -> Identity {
+        Identity {
+            fs_name: self.fs_name(),
+            label: self.label(),
+            serial: self.volume.serial().map(u64::from),
+            uuid: None,
+            cluster_size: Some(u64::from(self.volume.cluster_size())),
+        }
     }
 
     fn root(&self) -> Result<Entry> {

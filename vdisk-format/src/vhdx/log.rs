@@ -54,6 +54,12 @@ impl Overlay {
         self.pieces.len()
     }
 
+    /// The replaced pieces in file order: start, end, and the new bytes
+    /// (`None`: zeros).
+    pub fn pieces(&self) -> impl Iterator<Item = (u64, u64, Option<&[u8]>)> {
+        self.pieces.iter().map(|(&s, (e, d))| (s, *e, d.as_deref()))
+    }
+
     /// Replaces `start..end` with `data` (its length is `end - start`) or
     /// zeros, over whatever was replaced before.
     fn insert(&mut self, start: u64, end: u64, data: Option<Vec<u8>>) {

@@ -18,11 +18,15 @@
 //! identity (DataWriteGuid against `parent_linkage`) is done by `Image`.
 
 pub mod bat;
+#[cfg(feature = "std")]
+pub mod create;
 pub mod file_identifier;
 pub mod header;
 pub mod log;
 pub mod metadata;
 pub mod region_table;
+#[cfg(feature = "std")]
+pub mod write;
 
 use alloc::format;
 use alloc::vec::Vec;

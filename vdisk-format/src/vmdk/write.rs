@@ -1175,15 +1175,19 @@ pub fn set_backing(path: &Path, name: &str, parent: &Image) -> Result<()> {
     }
 }
 
-/// Records in the VMDK child at `path` the current CID of its parent at
-/// `parent_path` (after the parent was written, by `commit`), so that the
-/// chain still opens.
-pub fn refresh_parent_cid(path: &Path, parent_path: &Path) -> Result<()> {
-    let cid = super::read_descriptor(&FileDisk::open(parent_path)?)?
-        .cid
-        .unwrap_or(NO_PARENT_CID);
+/// Records in the VMDK child at `path` the current CID of the parent its
+/// `parentFileNameHint` names (after the parent was written, by
+/// `commit`), so that the chain still opens.
+pub fn relink(path: &Path) -> Result<()> {
     let file = FileDisk::open_rw(path)?;
     let (text, place, _) = load_descriptor(path, &file)?;
+    let Some(hint) = Descriptor::parse(text.as_bytes(), 0)?.parent_file_name_hint else {
+        return Ok(());
+    };
+    let parent = crate::writable::dir_of(path).join(&hint);
+    let cid = super::read_descriptor(&FileDisk::open(&parent)?)?
+        .cid
+        .unwrap_or(NO_PARENT_CID);
     let text = set_descriptor_value(&text, "parentCID", &format!("{cid:08x}"), false, "CID");
     match place {
         DescPlace::Embedded { at, room } => {
