@@ -515,6 +515,7 @@ pub fn create_output(
             )?);
             Ok(Output::finished_by(Box::new(Arc::clone(&q)), q))
         }
+        Format::Vmdk => crate::vmdk::create_output(path.as_ref(), size, opts),
         Format::Vhdx => {
             let v = Arc::new(crate::vhdx::write::create_image(path.as_ref(), size, opts)?);
             Ok(Output::finished_by(Box::new(Arc::clone(&v)), v))

@@ -6,6 +6,8 @@ extern crate alloc;
 mod cache;
 pub mod chain;
 mod check;
+#[cfg(feature = "std")]
+mod compress;
 mod detect;
 mod format;
 pub mod fuzzing;

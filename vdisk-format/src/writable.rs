@@ -78,6 +78,16 @@ pub fn open_rw(path: impl AsRef<Path>) -> Result<Writable> {
                 cluster_size,
             })
         }
+        Format::Vmdk => {
+            let (w, parent) = crate::vmdk::write::open_path_with_parent(path)?;
+            let cluster_size = w.cluster_size();
+            Ok(Writable {
+                disk: Box::new(w),
+                format,
+                parent,
+                cluster_size,
+            })
+        }
         Format::Vhdx => {
             let (w, parent) = crate::vhdx::write::open_path_with_parent(path)?;
             let cluster_size = w.block_size();
@@ -110,6 +120,7 @@ pub fn open_rw(path: impl AsRef<Path>) -> Result<Writable> {
 fn set_backing(path: &Path, format: Format, name: &str, parent: &Image) -> Result<()> {
     match format {
         Format::Qcow2 => crate::qcow2::commit::set_backing(path, name, parent.format()),
+        Format::Vmdk => crate::vmdk::write::set_backing(path, name, parent),
         Format::Vhdx => crate::vhdx::write::set_backing(path, name),
         other => Err(Error::unsupported(format!(
             "changing the parent of {other} images"
@@ -119,10 +130,11 @@ fn set_backing(path: &Path, format: Format, name: &str, parent: &Image) -> Resul
 
 /// After its parent was written to, makes the child at `path` record the
 /// parent's new identity, for formats that keep one (VHDX's
-/// `parent_linkage`).
+/// `parent_linkage`, VMDK's `parentCID`).
 fn relink(path: &Path, format: Format) -> Result<()> {
     match format {
         Format::Vhdx => crate::vhdx::write::relink(path),
+        Format::Vmdk => crate::vmdk::write::relink(path),
         _ => Ok(()),
     }
 }

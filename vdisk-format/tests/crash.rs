@@ -32,6 +32,7 @@ const FORMATS: &[(&str, Format, &str)] = &[
     ("qcow2", Format::Qcow2, ""),
     ("vhdx", Format::Vhdx, "block_size=1M"),
     ("vdi", Format::Vdi, ""),
+    ("vmdk", Format::Vmdk, ""),
 ];
 
 /// A small deterministic generator (xorshift64*).

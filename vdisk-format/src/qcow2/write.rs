@@ -18,16 +18,12 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, PoisonError};
 
 use disk_io::sync::Lock;
 use disk_io::{
-    Allocation, Error, ErrorKind, Extent, FileDisk, ReadAt, Result, WriteAt, check_range,
-    clamp_query, is_zero,
+    Allocation, Error, Extent, FileDisk, ReadAt, Result, WriteAt, check_range, clamp_query, is_zero,
 };
 
 use super::create::Params;
@@ -38,6 +34,7 @@ use super::{
     zstd_frame,
 };
 use crate::chain::{Backing, extend_run, layer_answer, read_parent};
+use crate::compress::{Ordered, incompressible, threads};
 use crate::options::CreateOptions;
 
 /// L1/L2 entry flag: the cluster's refcount is exactly 1.
@@ -682,60 +679,27 @@ impl Qcow2Writer {
         self.drain(p, st)
     }
 
-    /// Hands one whole cluster to the compressing threads.
+    /// Hands one whole cluster to the compressing threads; stores the
+    /// clusters that are next in order.
     fn submit(&self, p: &mut Pipeline, st: &mut State, cluster: u64, data: Vec<u8>) -> Result<()> {
         if is_zero(&data) {
             return Ok(());
         }
-        while p.sent - p.written >= p.max_in_flight {
-            self.wait_one(p, st)?;
-        }
-        let job = Job {
-            seq: p.sent,
-            cluster,
-            data,
-        };
-        p.jobs
-            .as_ref()
-            .and_then(|j| j.send(job).ok())
-            .ok_or_else(|| Error::new(ErrorKind::Io, "qcow2 compression threads stopped"))?;
-        p.sent += 1;
-        while let Ok(d) = p.done.try_recv() {
-            p.waiting.insert(d.seq, d);
-        }
-        self.store_ready(p, st)
+        let Pipeline { pool, cpos, .. } = p;
+        pool.submit(Job { cluster, data }, &mut |d| self.store(cpos, st, d))
     }
 
-    fn wait_one(&self, p: &mut Pipeline, st: &mut State) -> Result<()> {
-        let d = p
-            .done
-            .recv()
-            .map_err(|_| Error::new(ErrorKind::Io, "qcow2 compression threads stopped"))?;
-        p.waiting.insert(d.seq, d);
-        self.store_ready(p, st)
-    }
-
+    /// Stores every cluster handed to the threads.
     fn drain(&self, p: &mut Pipeline, st: &mut State) -> Result<()> {
-        while p.written < p.sent {
-            self.wait_one(p, st)?;
-        }
-        Ok(())
-    }
-
-    /// Stores the compressed clusters that are next in order.
-    fn store_ready(&self, p: &mut Pipeline, st: &mut State) -> Result<()> {
-        while let Some(d) = p.waiting.remove(&p.written) {
-            self.store(p, st, d)?;
-            p.written += 1;
-        }
-        Ok(())
+        let Pipeline { pool, cpos, .. } = p;
+        pool.drain(&mut |d| self.store(cpos, st, d))
     }
 
     /// Stores one cluster: compressed bytes packed after the previous
     /// compressed cluster (spanning into the next host cluster when that
     /// is the next one allocated), or the plain cluster when compression
     /// saves nothing.
-    fn store(&self, p: &mut Pipeline, st: &mut State, d: Done) -> Result<()> {
+    fn store(&self, cpos: &mut u64, st: &mut State, d: Done) -> Result<()> {
         let cs = self.g.cs();
         let l2e = self.g.l2_entries();
         let l2 = self
@@ -760,19 +724,19 @@ impl Qcow2Writer {
             return self.l2_put(st, l2, idx, &[host | COPIED]);
         };
         let len = z.len() as u64;
-        let room_end = p.cpos.div_ceil(cs) * cs;
+        let room_end = cpos.div_ceil(cs) * cs;
         let mut host = None;
-        if !p.cpos.is_multiple_of(cs) {
-            if p.cpos + len <= room_end {
-                st.rc.add(&self.file, p.cpos / cs, 1, 1)?;
-                host = Some(p.cpos);
+        if !cpos.is_multiple_of(cs) {
+            if *cpos + len <= room_end {
+                st.rc.add(&self.file, *cpos / cs, 1, 1)?;
+                host = Some(*cpos);
             } else {
-                let extra = (p.cpos + len - room_end).div_ceil(cs);
+                let extra = (*cpos + len - room_end).div_ceil(cs);
                 let first = st.rc.prepare(&self.file, HEADER_REFTABLE, extra)?;
                 if first * cs == room_end {
                     st.rc.take(&self.file, first, extra)?;
-                    st.rc.add(&self.file, p.cpos / cs, 1, 1)?;
-                    host = Some(p.cpos);
+                    st.rc.add(&self.file, *cpos / cs, 1, 1)?;
+                    host = Some(*cpos);
                 }
             }
         }
@@ -781,7 +745,7 @@ impl Qcow2Writer {
             None => st.rc.alloc(&self.file, HEADER_REFTABLE, len.div_ceil(cs))?,
         };
         self.file.write_at(host, &z)?;
-        p.cpos = host + len;
+        *cpos = host + len;
         let x = 62 - (self.g.cluster_bits - 8);
         let sectors = ((host + len - 1) >> 9) - (host >> 9);
         let entry = COMPRESSED | (sectors << x) | host;
@@ -968,95 +932,52 @@ impl Drop for Qcow2Writer {
         // Best effort: callers that care call `finish` or `flush` first.
         let _ = self.finish();
         let _ = self.state.with_write(|st| st.rc.close(&self.file));
-        if let Some(p) = &self.pipeline {
-            let mut p = p.lock().unwrap_or_else(PoisonError::into_inner);
-            p.jobs = None;
-            for w in p.workers.drain(..) {
-                let _ = w.join();
-            }
-        }
     }
 }
 
 /// A cluster to compress.
 struct Job {
-    seq: u64,
     cluster: u64,
     data: Vec<u8>,
 }
 
 /// A cluster compressed (`packed` is `None` when that saves nothing).
 struct Done {
-    seq: u64,
     cluster: u64,
     data: Vec<u8>,
     packed: Option<Vec<u8>>,
 }
 
-/// The compressing threads and the clusters in flight.
+/// The compressing threads and the cluster being filled.
 struct Pipeline {
     /// The cluster being filled.
     current: Option<(u64, Vec<u8>)>,
     /// Clusters below this one are final.
     floor: u64,
-    jobs: Option<SyncSender<Job>>,
-    done: Receiver<Done>,
-    workers: Vec<JoinHandle<()>>,
-    sent: u64,
-    written: u64,
-    max_in_flight: u64,
-    waiting: BTreeMap<u64, Done>,
+    /// Compresses on every core, results in cluster order.
+    pool: Ordered<Job, Done>,
     /// First free byte after the last compressed cluster stored.
     cpos: u64,
 }
 
 impl Pipeline {
     fn start(g: &Geometry) -> Pipeline {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 64);
+        let n = threads();
         let cs = g.cs();
-        let max_in_flight = (PIPELINE_BYTES / cs).clamp(4, 4 * threads as u64 + 16);
-        let (jobs, job_rx) = sync_channel::<Job>(threads * 2);
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let (done_tx, done) = channel::<Done>();
+        let max_in_flight = (PIPELINE_BYTES / cs).clamp(4, 4 * n as u64 + 16);
         let compression = g.compression;
-        let workers = (0..threads)
-            .map(|_| {
-                let rx = Arc::clone(&job_rx);
-                let tx: Sender<Done> = done_tx.clone();
-                std::thread::spawn(move || {
-                    loop {
-                        let job = {
-                            let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
-                            rx.recv()
-                        };
-                        let Ok(job) = job else { break };
-                        let packed = pack(compression, &job.data, cs);
-                        let d = Done {
-                            seq: job.seq,
-                            cluster: job.cluster,
-                            data: job.data,
-                            packed,
-                        };
-                        if tx.send(d).is_err() {
-                            break;
-                        }
-                    }
-                })
-            })
-            .collect();
+        let pool = Ordered::start(n, max_in_flight, move |job: Job| {
+            let packed = pack(compression, &job.data, cs);
+            Done {
+                cluster: job.cluster,
+                data: job.data,
+                packed,
+            }
+        });
         Pipeline {
             current: None,
             floor: 0,
-            jobs: Some(jobs),
-            done,
-            workers,
-            sent: 0,
-            written: 0,
-            max_in_flight,
-            waiting: BTreeMap::new(),
+            pool,
             cpos: 0,
         }
     }
@@ -1064,8 +985,12 @@ impl Pipeline {
 
 /// Compresses one cluster as qemu does (raw deflate at the default level,
 /// or a zstd frame at the default level); `None` unless the result is
-/// smaller than the cluster.
+/// smaller than the cluster. Clusters that will not compress (see
+/// [`incompressible`]) are given up on at once.
 fn pack(compression: Compression, data: &[u8], cs: u64) -> Option<Vec<u8>> {
+    if incompressible(data) {
+        return None;
+    }
     let z = match compression {
         Compression::Zlib => miniz_oxide::deflate::compress_to_vec(data, 6),
         Compression::Zstd => zstd::bulk::compress(data, 3).ok()?,

@@ -13,11 +13,17 @@
 //! files is the caller's path policy, see `Image::open`).
 
 pub mod check;
+#[cfg(feature = "std")]
+pub mod create;
 pub mod descriptor;
 pub mod grain_table;
 pub mod sparse_extent;
 pub mod sparse_header;
 pub mod stream;
+#[cfg(feature = "std")]
+pub mod stream_write;
+#[cfg(feature = "std")]
+pub mod write;
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -570,4 +576,28 @@ pub(crate) fn check_layer(
         }
     }
     Ok(report)
+}
+
+/// Creates a new VMDK disk for `create_output`: the subformat and the rest
+/// as `-o` options say (see [`create::Params`]).
+#[cfg(feature = "std")]
+pub(crate) fn create_output(
+    path: &std::path::Path,
+    size: u64,
+    opts: &crate::CreateOptions,
+) -> Result<crate::image::Output> {
+    use alloc::boxed::Box;
+    use alloc::sync::Arc;
+
+    let params = create::Params::from_options(opts)?;
+    if params.subformat == create::Subformat::StreamOptimized {
+        let s = Arc::new(stream_write::StreamWriter::create(path, size, &params)?);
+        return Ok(crate::image::Output::finished_by(
+            Box::new(Arc::clone(&s)),
+            s,
+        ));
+    }
+    Ok(crate::image::Output::plain(Box::new(write::create_image(
+        path, size, &params,
+    )?)))
 }

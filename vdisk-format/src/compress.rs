@@ -1,0 +1,211 @@
+//! What the compressing writers share (streamOptimized VMDK, and the
+//! design of compressed qcow2): a pool of threads that compresses units in
+//! parallel and hands the results back in the order they were given, with
+//! a bound on the units in flight; and deflate helpers that give up early
+//! on data that will not compress.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use disk_io::{Error, ErrorKind, Result};
+
+/// Threads that run one function over jobs and give the results back in
+/// submission order. At most `max_in_flight` jobs are queued, running or
+/// waiting for their turn, which bounds memory whatever the input size.
+pub(crate) struct Ordered<J, R> {
+    jobs: Option<SyncSender<(u64, J)>>,
+    done: Receiver<(u64, R)>,
+    workers: Vec<JoinHandle<()>>,
+    sent: u64,
+    taken: u64,
+    max_in_flight: u64,
+    waiting: BTreeMap<u64, R>,
+}
+
+/// Threads a compressing writer uses: every core (at most 64).
+pub(crate) fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 64)
+}
+
+impl<J: Send + 'static, R: Send + 'static> Ordered<J, R> {
+    /// Starts `threads` threads running `work`.
+    pub(crate) fn start(
+        threads: usize,
+        max_in_flight: u64,
+        work: impl Fn(J) -> R + Send + Sync + 'static,
+    ) -> Self {
+        let threads = threads.max(1);
+        let (jobs, job_rx) = sync_channel::<(u64, J)>(threads * 2);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (done_tx, done) = channel::<(u64, R)>();
+        let work = Arc::new(work);
+        let workers = (0..threads)
+            .map(|_| {
+                let rx = Arc::clone(&job_rx);
+                let tx = done_tx.clone();
+                let work = Arc::clone(&work);
+                std::thread::spawn(move || {
+                    loop {
+                        let job = {
+                            let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
+                            rx.recv()
+                        };
+                        let Ok((seq, job)) = job else { break };
+                        if tx.send((seq, work(job))).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Ordered {
+            jobs: Some(jobs),
+            done,
+            workers,
+            sent: 0,
+            taken: 0,
+            max_in_flight: max_in_flight.max(1),
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    fn stopped() -> Error {
+        Error::new(ErrorKind::Io, "compression threads stopped")
+    }
+
+    /// Hands `job` to the threads; first waits while too many are in
+    /// flight. Every result that is next in order is given to `sink`.
+    pub(crate) fn submit(&mut self, job: J, sink: &mut dyn FnMut(R) -> Result<()>) -> Result<()> {
+        while self.sent - self.taken >= self.max_in_flight {
+            self.wait_one(sink)?;
+        }
+        self.jobs
+            .as_ref()
+            .and_then(|j| j.send((self.sent, job)).ok())
+            .ok_or_else(Self::stopped)?;
+        self.sent += 1;
+        while let Ok((seq, r)) = self.done.try_recv() {
+            self.waiting.insert(seq, r);
+        }
+        self.deliver(sink)
+    }
+
+    /// Waits for every job given so far and gives the results to `sink`.
+    pub(crate) fn drain(&mut self, sink: &mut dyn FnMut(R) -> Result<()>) -> Result<()> {
+        while self.taken < self.sent {
+            self.wait_one(sink)?;
+        }
+        Ok(())
+    }
+
+    fn wait_one(&mut self, sink: &mut dyn FnMut(R) -> Result<()>) -> Result<()> {
+        let (seq, r) = self.done.recv().map_err(|_| Self::stopped())?;
+        self.waiting.insert(seq, r);
+        self.deliver(sink)
+    }
+
+    fn deliver(&mut self, sink: &mut dyn FnMut(R) -> Result<()>) -> Result<()> {
+        while let Some(r) = self.waiting.remove(&self.taken) {
+            self.taken += 1;
+            sink(r)?;
+        }
+        Ok(())
+    }
+}
+
+impl<J, R> Drop for Ordered<J, R> {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Bytes sampled at each of two places of a unit to judge whether it will
+/// compress.
+const SAMPLE: usize = 4096;
+
+/// True when `data` will almost surely not compress: two samples of it
+/// (its start and its middle) do not shrink under the fastest deflate
+/// level. Units of random or already compressed data are then stored
+/// without spending a full compression on them.
+pub(crate) fn incompressible(data: &[u8]) -> bool {
+    if data.len() < 4 * SAMPLE {
+        return false;
+    }
+    let mid = data.len() / 2;
+    [0, mid].iter().all(|&at| {
+        let sample = data.get(at..at + SAMPLE).unwrap_or(&[]);
+        let z = miniz_oxide::deflate::compress_to_vec(sample, 1);
+        // Less than 3% saved: not worth it.
+        z.len() * 100 >= sample.len() * 97
+    })
+}
+
+/// A zlib stream (RFC 1950) of `data`: deflate at the default level, as
+/// zlib's `compress()` makes it, or stored blocks when the data will not
+/// compress (see [`incompressible`]).
+pub(crate) fn zlib(data: &[u8]) -> Vec<u8> {
+    let level = if incompressible(data) { 0 } else { 6 };
+    miniz_oxide::deflate::compress_to_vec_zlib(data, level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_come_back_in_order() {
+        let mut p = Ordered::start(3, 5, |x: u64| {
+            if x.is_multiple_of(3) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            x * 2
+        });
+        let mut got = Vec::new();
+        for i in 0..100u64 {
+            p.submit(i, &mut |r| {
+                got.push(r);
+                Ok(())
+            })
+            .unwrap_or_default();
+        }
+        p.drain(&mut |r| {
+            got.push(r);
+            Ok(())
+        })
+        .unwrap_or_default();
+        assert_eq!(got, (0..100).map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn zlib_round_trips_and_stores_noise() {
+        let text: Vec<u8> = (0..65536u32)
+            .map(|i| b"abcde fgh "[(i % 10) as usize])
+            .collect();
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let noise: Vec<u8> = (0..65536)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        assert!(!incompressible(&text));
+        assert!(incompressible(&noise));
+        for data in [&text, &noise] {
+            let z = zlib(data);
+            let back = miniz_oxide::inflate::decompress_to_vec_zlib(&z).unwrap_or_default();
+            assert_eq!(&back, data);
+        }
+        assert!(zlib(&noise).len() < 65536 + 64);
+    }
+}
