@@ -26,14 +26,25 @@ const WRITES: usize = 1000;
 const FLUSH_EVERY: usize = 50;
 const RUNS: u64 = 50;
 
-/// Formats (name as qemu knows it, format, `-o` options) written with
-/// random access.
-const FORMATS: &[(&str, Format, &str)] = &[
-    ("qcow2", Format::Qcow2, ""),
-    ("vhdx", Format::Vhdx, "block_size=1M"),
-    ("vdi", Format::Vdi, ""),
-    ("vmdk", Format::Vmdk, ""),
-];
+/// One test per format written with random access (name as qemu knows
+/// it, format, `-o` options), so that they run side by side.
+macro_rules! crash_tests {
+    ($($test:ident: $name:expr, $format:expr, $options:expr;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                killed_writers_leave_consistent_images($name, $format, $options);
+            }
+        )*
+    };
+}
+
+crash_tests! {
+    qcow2_survives_kills: "qcow2", Format::Qcow2, "";
+    vhdx_survives_kills: "vhdx", Format::Vhdx, "block_size=1M";
+    vdi_survives_kills: "vdi", Format::Vdi, "";
+    vmdk_survives_kills: "vmdk", Format::Vmdk, "";
+}
 
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
@@ -140,13 +151,12 @@ fn run_and_kill(path: &Path, seed: u64) -> usize {
     acked
 }
 
-#[test]
-fn killed_writers_leave_consistent_images() {
+fn killed_writers_leave_consistent_images(name: &str, format: Format, options: &str) {
     if std::env::var("CRASH_CHILD").is_ok() || !test_support::have_all(&["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for &(name, format, options) in FORMATS {
+    {
         let opts = CreateOptions::parse(&[options.to_string()]).unwrap();
         let mut killed_midway = 0;
         let mut dirty_logs = 0;
