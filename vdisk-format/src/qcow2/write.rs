@@ -1073,8 +1073,10 @@ impl Packer {
             cs,
             deflate: CompressorOxide::new(flags(2)),
             zstd: match compression {
-                // qemu's level (ZSTD_CLEVEL_DEFAULT).
-                Compression::Zstd => zstd::bulk::Compressor::new(3).ok(),
+                // Level 2, not qemu's 3: on 64 KiB inputs a third less
+                // time for output under 1% larger (0.5% on text, the same
+                // on random data).
+                Compression::Zstd => zstd::bulk::Compressor::new(2).ok(),
                 Compression::Zlib => None,
             },
             out: vec![0u8; cs],
@@ -1082,11 +1084,11 @@ impl Packer {
     }
 
     /// Compresses one cluster as qemu does (a raw deflate stream, or a
-    /// zstd frame at level 3); `None` unless the result is smaller than
-    /// the cluster. Random-looking clusters are given up on without
-    /// compressing them.
+    /// zstd frame); `None` unless the result is smaller than the cluster.
+    /// Random-looking clusters are given up on without deflating them
+    /// (zstd gives up on them by itself, faster than the samples take).
     fn pack(&mut self, data: &[u8]) -> Option<Vec<u8>> {
-        if self.incompressible(data) {
+        if self.compression == Compression::Zlib && self.incompressible(data) {
             return None;
         }
         // Output space one byte short of the cluster: a stream that does
