@@ -56,18 +56,25 @@ echo "vdisk lines: $("$vdisk" ls -r "$img" | wc -l), fls lines: $(fls -r -p "$im
 # Alternating runs (vdisk, fls, vdisk, ...) so that a busy neighbour
 # slows both alike; the median ratio is the figure to quote.
 python3 - "${RUNS:-7}" "$vdisk" "$img" <<'PY'
-import statistics, subprocess, sys, time
+import os, statistics, subprocess, sys, time
 runs, vdisk, img = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 cmds = {"vdisk": [vdisk, "ls", "-r", img], "fls": ["fls", "-r", "-p", img]}
-times = {k: [] for k in cmds}
+wall = {k: [] for k in cmds}
+cpu = {k: [] for k in cmds}
 for i in range(runs + 1):
     for name, cmd in cmds.items():
         t = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        if status != 0:
+            sys.exit(f"{name} failed")
         if i > 0:  # the first round warms the page cache
-            times[name].append(time.perf_counter() - t)
-v, f = statistics.median(times["vdisk"]), statistics.median(times["fls"])
-ratios = sorted(a / b for a, b in zip(times["vdisk"], times["fls"]))
-print(f"vdisk ls -r / fls -r -p: median {v / f:.3f} (median vdisk {v:.3f} s, fls {f:.3f} s; "
-      f"per-pair ratios {' '.join(f'{r:.2f}' for r in ratios)})")
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(ru.ru_utime + ru.ru_stime)
+med = statistics.median
+v, f = med(wall["vdisk"]), med(wall["fls"])
+ratios = sorted(a / b for a, b in zip(wall["vdisk"], wall["fls"]))
+print(f"vdisk ls -r / fls -r -p: wall median {v / f:.3f} (vdisk {v:.3f} s, fls {f:.3f} s; "
+      f"per pair {' '.join(f'{r:.2f}' for r in ratios)}); "
+      f"CPU median {med(cpu['vdisk']) / med(cpu['fls']):.3f}")
 PY
