@@ -36,6 +36,11 @@ pub const MAX_GROUPS: u64 = 1 << 21;
 pub const MAX_MISMATCHES: usize = 1000;
 /// Most blocks in the metadata cache.
 const CACHE_BLOCKS: usize = 64;
+/// Inode-table blocks read at once: a directory's inodes are mostly
+/// neighbours, so one read serves the next few hundred inode lookups.
+const INODE_CHUNK_BLOCKS: u64 = 16;
+/// Inode-table chunks kept (at most 8 × 16 blocks of 64 KiB: 8 MiB).
+const INODE_CHUNKS: usize = 8;
 
 /// What to do with a `metadata_csum` checksum that does not match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -82,6 +87,12 @@ struct Cache {
     next: usize,
 }
 
+/// Chunks of inode tables, by first block, replaced round robin.
+struct InodeCache {
+    chunks: Vec<(u64, Vec<u8>)>,
+    next: usize,
+}
+
 /// An ext2/3/4 volume on a disk, read-only.
 pub struct ExtFs<D> {
     disk: D,
@@ -92,6 +103,7 @@ pub struct ExtFs<D> {
     journal: Option<Inode>,
     mismatches: Lock<Vec<Mismatch>>,
     cache: Lock<Cache>,
+    inodes: Lock<InodeCache>,
 }
 
 impl<D: ReadAt> ExtFs<D> {
@@ -114,6 +126,10 @@ impl<D: ReadAt> ExtFs<D> {
             mismatches: Lock::new(Vec::new()),
             cache: Lock::new(Cache {
                 blocks: Vec::new(),
+                next: 0,
+            }),
+            inodes: Lock::new(InodeCache {
+                chunks: Vec::new(),
                 next: 0,
             }),
         };
@@ -182,6 +198,10 @@ impl<D: ReadAt> ExtFs<D> {
     }
 
     fn cache_clear(&self) -> Result<()> {
+        self.inodes.with_write(|c| {
+            c.chunks.clear();
+            Ok(())
+        })?;
         self.cache.with_write(|c| {
             c.blocks.clear();
             Ok(())
@@ -484,15 +504,7 @@ impl<D: ReadAt> ExtFs<D> {
         if raw {
             self.disk.read_at(offset, &mut rec)?;
         } else {
-            let block = offset / self.bs();
-            let data = self.meta_block(block)?;
-            let within = (offset % self.bs()) as usize;
-            rec.copy_from_slice(
-                data.get(within..within + isz)
-                    .unwrap_or(&[])
-                    .get(..isz)
-                    .ok_or_else(|| Error::corrupt(format!("inode {ino} record"), offset))?,
-            );
+            self.inode_record(ino, offset, &mut rec)?;
         }
         let inode = Inode::parse(ino, &rec, &self.sb).ok_or_else(|| {
             Error::corrupt(
@@ -507,6 +519,56 @@ impl<D: ReadAt> ExtFs<D> {
             }
         }
         Ok(inode)
+    }
+
+    /// Copies the record of inode `ino` (at byte `offset`, checked by
+    /// [`Self::inode_offset`]) out of the inode-table chunk holding it,
+    /// reading the chunk when it is not cached.
+    fn inode_record(&self, ino: u32, offset: u64, rec: &mut [u8]) -> Result<()> {
+        let bs = self.bs();
+        let ipg = u64::from(self.sb.inodes_per_group);
+        let group = u64::from(ino - 1) / ipg;
+        let table = self.group(group)?.inode_table;
+        let table_blocks = (ipg * u64::from(self.sb.inode_size)).div_ceil(bs);
+        let block_in_table = (offset / bs).saturating_sub(table);
+        let first = block_in_table / INODE_CHUNK_BLOCKS * INODE_CHUNK_BLOCKS;
+        let start = table + first;
+        let blocks = INODE_CHUNK_BLOCKS
+            .min(table_blocks.saturating_sub(first))
+            .max(1);
+        let within = offset.saturating_sub(start * bs) as usize;
+        let copy = |chunk: &[u8], rec: &mut [u8]| -> Result<()> {
+            let src = chunk
+                .get(within..within + rec.len())
+                .ok_or_else(|| Error::corrupt(format!("inode {ino} record"), offset))?;
+            rec.copy_from_slice(src);
+            Ok(())
+        };
+        let hit = self
+            .inodes
+            .with_read(|c| match c.chunks.iter().find(|(b, _)| *b == start) {
+                Some((_, chunk)) => copy(chunk, rec).map(|()| true),
+                None => Ok(false),
+            })?;
+        if hit {
+            return Ok(());
+        }
+        let mut chunk = vec![0u8; (blocks * bs) as usize];
+        self.read_bytes(start * bs, &mut chunk)
+            .map_err(|e| e.context(format!("inode table of group {group}")))?;
+        copy(&chunk, rec)?;
+        self.inodes.with_write(|c| {
+            if c.chunks.len() < INODE_CHUNKS {
+                c.chunks.push((start, chunk));
+            } else {
+                let i = c.next % INODE_CHUNKS;
+                if let Some(slot) = c.chunks.get_mut(i) {
+                    *slot = (start, chunk);
+                }
+                c.next = i + 1;
+            }
+            Ok(())
+        })
     }
 
     // ---- block mapping ---------------------------------------------------

@@ -274,6 +274,21 @@ impl Inode {
     pub fn computed_checksum(&self, sb: &Superblock) -> u32 {
         let seed = crate::checksum::inode_seed(sb.csum_seed, self.ino, self.generation);
         let raw = &self.raw;
+        // Usual record sizes: one pass over a copy with the checksum
+        // fields zeroed (the CRC runs eight bytes at a time; the pieces
+        // below would leave odd tails).
+        let mut copy = [0u8; 1024];
+        let has_hi = raw.len() > GOOD_OLD_INODE_SIZE && usize::from(self.extra_isize) >= 4;
+        if raw.len() >= 0x84 {
+            if let Some(buf) = copy.get_mut(..raw.len()) {
+                buf.copy_from_slice(raw);
+                buf.get_mut(0x7c..0x7e).unwrap_or(&mut []).fill(0);
+                if has_hi {
+                    buf.get_mut(0x82..0x84).unwrap_or(&mut []).fill(0);
+                }
+                return crate::checksum::raw_crc32c(seed, buf);
+            }
+        }
         let mut c = crate::checksum::raw_crc32c(seed, raw.get(..0x7c).unwrap_or(&[]));
         c = crate::checksum::raw_crc32c(c, &[0, 0]);
         if raw.len() > GOOD_OLD_INODE_SIZE {

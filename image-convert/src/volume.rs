@@ -230,19 +230,25 @@ pub fn walk(
     visit: &mut dyn FnMut(&str, &Entry) -> Result<()>,
 ) -> Result<()> {
     let mut ancestors = vec![dir.handle];
-    walk_in(volume, dir, prefix, visit, &mut ancestors)
+    // One path buffer for the whole walk: each entry's name is appended
+    // to its directory's path and cut off again.
+    let mut path = String::from(prefix);
+    walk_in(volume, dir, &mut path, visit, &mut ancestors)
 }
 
 fn walk_in(
     volume: &dyn Volume,
     dir: &Entry,
-    prefix: &str,
+    path: &mut String,
     visit: &mut dyn FnMut(&str, &Entry) -> Result<()>,
     ancestors: &mut Vec<u64>,
 ) -> Result<()> {
+    let dir_len = path.len();
     for entry in volume.list(dir)? {
-        let path = format!("{prefix}/{}", entry.name);
-        visit(&path, &entry)?;
+        path.truncate(dir_len);
+        path.push('/');
+        path.push_str(&entry.name);
+        visit(path, &entry)?;
         if entry.kind == EntryKind::Dir {
             if ancestors.contains(&entry.handle) {
                 return Err(Error::new(
@@ -257,9 +263,10 @@ fn walk_in(
                 ));
             }
             ancestors.push(entry.handle);
-            walk_in(volume, &entry, &path, visit, ancestors)?;
+            walk_in(volume, &entry, path, visit, ancestors)?;
             ancestors.pop();
         }
     }
+    path.truncate(dir_len);
     Ok(())
 }

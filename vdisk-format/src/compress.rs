@@ -40,7 +40,25 @@ impl<J: Send + 'static, R: Send + 'static> Ordered<J, R> {
         max_in_flight: u64,
         work: impl Fn(J) -> R + Send + Sync + 'static,
     ) -> Self {
+        Self::start_with(
+            threads,
+            max_in_flight,
+            || (),
+            move |_: &mut (), job| work(job),
+        )
+    }
+
+    /// [`Ordered::start`] with state of each thread's own, made by `make`
+    /// when the thread starts (a compressor's tables, reused from job to
+    /// job).
+    pub(crate) fn start_with<S: 'static>(
+        threads: usize,
+        max_in_flight: u64,
+        make: impl Fn() -> S + Send + Sync + 'static,
+        work: impl Fn(&mut S, J) -> R + Send + Sync + 'static,
+    ) -> Self {
         let threads = threads.max(1);
+        let make = Arc::new(make);
         let (jobs, job_rx) = sync_channel::<(u64, J)>(threads * 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done) = channel::<(u64, R)>();
@@ -50,14 +68,16 @@ impl<J: Send + 'static, R: Send + 'static> Ordered<J, R> {
                 let rx = Arc::clone(&job_rx);
                 let tx = done_tx.clone();
                 let work = Arc::clone(&work);
+                let make = Arc::clone(&make);
                 std::thread::spawn(move || {
+                    let mut state = make();
                     loop {
                         let job = {
                             let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
                             rx.recv()
                         };
                         let Ok((seq, job)) = job else { break };
-                        if tx.send((seq, work(job))).is_err() {
+                        if tx.send((seq, work(&mut state, job))).is_err() {
                             break;
                         }
                     }
@@ -128,25 +148,72 @@ impl<J, R> Drop for Ordered<J, R> {
     }
 }
 
-/// Bytes sampled at each of two places of a unit to judge whether it will
-/// compress.
+/// Bytes sampled at each of three places of a unit to judge whether it
+/// will compress.
 const SAMPLE: usize = 4096;
 
-/// True when `data` will almost surely not compress: two samples of it
-/// (its start and its middle) do not shrink under the fastest deflate
-/// level. Units of random or already compressed data are then stored
-/// without spending a full compression on them.
+/// True when `data` (at least 16 KiB) will almost surely not compress:
+/// three samples of it (start, middle, end) all look random (see
+/// [`looks_random`]). Units of random or already compressed data are then
+/// stored without spending a full compression on them.
 pub(crate) fn incompressible(data: &[u8]) -> bool {
     if data.len() < 4 * SAMPLE {
         return false;
     }
     let mid = data.len() / 2;
-    [0, mid].iter().all(|&at| {
-        let sample = data.get(at..at + SAMPLE).unwrap_or(&[]);
-        let z = miniz_oxide::deflate::compress_to_vec(sample, 1);
-        // Less than 3% saved: not worth it.
-        z.len() * 100 >= sample.len() * 97
-    })
+    [0, mid, data.len() - SAMPLE]
+        .iter()
+        .all(|&at| data.get(at..at + SAMPLE).is_some_and(looks_random))
+}
+
+/// Whether deflate could not shrink `sample` by even 2%: its bytes are
+/// evenly spread (an order-0 entropy code would need more than 98% of its
+/// size) and under 2% of it repeats an earlier 4-byte sequence (what LZ77
+/// matches would replace). Costs a few microseconds per 4 KiB, no
+/// allocation.
+pub(crate) fn looks_random(sample: &[u8]) -> bool {
+    let n = sample.len();
+    if n < 64 {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for &b in sample {
+        if let Some(c) = counts.get_mut(usize::from(b)) {
+            *c += 1;
+        }
+    }
+    let total = n as f64;
+    let bits: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| f64::from(c) * (total / f64::from(c)).log2())
+        .sum();
+    if bits < 0.98 * 8.0 * total {
+        return false;
+    }
+    // The last 4-byte sequence seen at each hash, with bit 32 set (0:
+    // none yet).
+    let mut seen = [0u64; 4096];
+    let mut repeated = 0usize;
+    let mut i = 0usize;
+    while let Some(w) = sample
+        .get(i..i + 4)
+        .and_then(|w| <[u8; 4]>::try_from(w).ok())
+    {
+        let v = u32::from_le_bytes(w);
+        let key = u64::from(v) | 1 << 32;
+        let h = (v.wrapping_mul(0x9e37_79b1) >> 20) as usize;
+        let mut step = 1;
+        if let Some(slot) = seen.get_mut(h) {
+            if *slot == key {
+                repeated += 4;
+                step = 4;
+            }
+            *slot = key;
+        }
+        i += step;
+    }
+    repeated * 50 < n
 }
 
 /// A zlib stream (RFC 1950) of `data`: deflate at the default level, as
