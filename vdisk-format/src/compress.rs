@@ -35,6 +35,7 @@ pub(crate) fn threads() -> usize {
 
 impl<J: Send + 'static, R: Send + 'static> Ordered<J, R> {
     /// Starts `threads` threads running `work`.
+    #[cfg(test)]
     pub(crate) fn start(
         threads: usize,
         max_in_flight: u64,
@@ -216,12 +217,41 @@ pub(crate) fn looks_random(sample: &[u8]) -> bool {
     repeated * 50 < n
 }
 
-/// A zlib stream (RFC 1950) of `data`: deflate at the default level, as
-/// zlib's `compress()` makes it, or stored blocks when the data will not
-/// compress (see [`incompressible`]).
-pub(crate) fn zlib(data: &[u8]) -> Vec<u8> {
-    let level = if incompressible(data) { 0 } else { 6 };
-    miniz_oxide::deflate::compress_to_vec_zlib(data, level)
+/// Makes zlib streams (RFC 1950): deflate at the default level, as zlib's
+/// `compress()` makes them, or stored blocks when the data will not
+/// compress (see [`incompressible`]). The compressor is kept from call to
+/// call: setting up deflate's tables costs about as much as compressing a
+/// 64 KiB grain of text, so each compressing thread keeps one.
+pub(crate) struct ZlibPacker {
+    deflate: miniz_oxide::deflate::core::CompressorOxide,
+}
+
+impl ZlibPacker {
+    /// A compressor at the default level (6) with a 32 KiB window.
+    pub(crate) fn new() -> Self {
+        use miniz_oxide::deflate::core::{CompressorOxide, create_comp_flags_from_zip_params};
+        ZlibPacker {
+            deflate: CompressorOxide::new(create_comp_flags_from_zip_params(6, 15, 0)),
+        }
+    }
+
+    /// The zlib stream of `data`.
+    pub(crate) fn pack(&mut self, data: &[u8]) -> Vec<u8> {
+        use miniz_oxide::deflate::core::{TDEFLFlush, TDEFLStatus, compress};
+        if incompressible(data) {
+            return miniz_oxide::deflate::compress_to_vec_zlib(data, 0);
+        }
+        // Room for the worst case of deflate (stored blocks) plus the
+        // zlib header and checksum.
+        let mut out = alloc::vec![0u8; data.len() + data.len() / 16 + 64];
+        self.deflate.reset();
+        let (status, used, n) = compress(&mut self.deflate, data, &mut out, TDEFLFlush::Finish);
+        if status != TDEFLStatus::Done || used != data.len() {
+            return miniz_oxide::deflate::compress_to_vec_zlib(data, 6);
+        }
+        out.truncate(n);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +283,23 @@ mod tests {
     }
 
     #[test]
+    fn zlib_packer_matches_a_fresh_compressor() {
+        let text: Vec<u8> = b"grain of text, compressed again and again. "
+            .iter()
+            .copied()
+            .cycle()
+            .take(65536)
+            .collect();
+        let mut p = ZlibPacker::new();
+        for _ in 0..3 {
+            assert_eq!(
+                p.pack(&text),
+                miniz_oxide::deflate::compress_to_vec_zlib(&text, 6)
+            );
+        }
+    }
+
+    #[test]
     fn zlib_round_trips_and_stores_noise() {
         let text: Vec<u8> = (0..65536u32)
             .map(|i| b"abcde fgh "[(i % 10) as usize])
@@ -269,10 +316,10 @@ mod tests {
         assert!(!incompressible(&text));
         assert!(incompressible(&noise));
         for data in [&text, &noise] {
-            let z = zlib(data);
+            let z = ZlibPacker::new().pack(data);
             let back = miniz_oxide::inflate::decompress_to_vec_zlib(&z).unwrap_or_default();
             assert_eq!(&back, data);
         }
-        assert!(zlib(&noise).len() < 65536 + 64);
+        assert!(ZlibPacker::new().pack(&noise).len() < 65536 + 64);
     }
 }

@@ -25,7 +25,7 @@ use super::descriptor::NO_PARENT_CID;
 use super::grain_table::read_u32_table;
 use super::sparse_header::SECTOR;
 use super::stream::{MARKER_FOOTER, MARKER_GD, MARKER_GT, read_compressed_grain};
-use crate::compress::{Ordered, threads, zlib};
+use crate::compress::{Ordered, ZlibPacker, threads};
 
 /// Memory for grains in flight (queued, being compressed, waiting for
 /// their turn to be written).
@@ -197,9 +197,12 @@ impl StreamWriter {
         file.write_at(0, &head)?;
         let n = threads();
         let in_flight = (PIPELINE_BYTES / GRAIN).clamp(4, 4 * n as u64 + 16);
-        let pipe = Ordered::start(n, in_flight, |(grain, data): (u64, Vec<u8>)| {
-            (grain, zlib(&data))
-        });
+        let pipe = Ordered::start_with(
+            n,
+            in_flight,
+            ZlibPacker::new,
+            |p: &mut ZlibPacker, (grain, data): (u64, Vec<u8>)| (grain, p.pack(&data)),
+        );
         Ok(StreamWriter {
             size: capacity * SECTOR,
             inner: Mutex::new(Stream {
