@@ -8,7 +8,7 @@
 //! With no arguments it builds a small sparse demo disk in a temporary
 //! directory — a GPT with a FAT32 EFI system partition and a FAT16 data
 //! partition, each holding a small tree, written through `fs-fat` — then
-//! converts it in logical mode to qcow2 (fresh file systems, file by file)
+//! converts it in logical mode to VMDK (fresh file systems, file by file)
 //! and prints the layout, what was copied and the logical comparison's
 //! verdict. With `SRC DST` it converts a real image (format detected from
 //! content) into `DST` (raw by default; `--mode used` leaves the file
@@ -264,8 +264,8 @@ fn demo() -> Result<(), String> {
     let src: PathBuf = dir.path().join("demo.raw");
     build_demo(&src).map_err(|e| format!("{}: {e}", src.display()))?;
     println!("built a demo disk at {}", src.display());
-    let dst = dir.path().join("demo-copy.qcow2");
-    run(&src, &dst, Format::Qcow2, Mode::Logical)?;
+    let dst = dir.path().join("demo-copy.vmdk");
+    run(&src, &dst, Format::Vmdk, Mode::Logical)?;
     let src_disk = FileDisk::open(&src).map_err(|e| e.to_string())?;
     println!(
         "demo done (source allocates {} bytes of {}); the temporary directory is removed on exit",
