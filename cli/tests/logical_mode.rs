@@ -133,6 +133,9 @@ fn logical_conversions_keep_every_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("shrink"));
     assert!(!small.exists());
 
+    let mbr3 = build_disk(d, "mbr3.img", Table::Mbr, &fss, 40);
+    check_logical(d, &mbr3.path, &fss, "qcow2", None);
+
     let fat = [Fs::Fat, Fs::Fat];
     let mbr = build_disk(d, "mbr.img", Table::Mbr, &fat, 40);
     let mbr_size = std::fs::metadata(&mbr.path).unwrap().len();
