@@ -524,6 +524,11 @@ pub fn create_output(
             let v = Arc::new(crate::vdi::write::create_image(path.as_ref(), size, opts)?);
             Ok(Output::finished_by(Box::new(Arc::clone(&v)), v))
         }
+        Format::Vhd => Ok(Output::plain(Box::new(crate::vhd::write::create_image(
+            path.as_ref(),
+            size,
+            opts,
+        )?))),
         other => Err(Error::unsupported(alloc::format!(
             "writing {other} images: this format is not written yet"
         ))),

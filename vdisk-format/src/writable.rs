@@ -108,6 +108,18 @@ pub fn open_rw(path: impl AsRef<Path>) -> Result<Writable> {
                 cluster_size,
             })
         }
+        Format::Vhd => {
+            let (w, parent) = crate::vhd::write::open_path_with_parent(path)?;
+            // Compared and copied in 64 KiB pieces by rebase; VHD itself
+            // only reads the rest of sectors written in part.
+            let cluster_size = w.unit().min(64 << 10);
+            Ok(Writable {
+                disk: Box::new(w),
+                format,
+                parent,
+                cluster_size,
+            })
+        }
         other => Err(Error::unsupported(format!(
             "writing into existing {other} images: not implemented yet"
         ))),
@@ -122,6 +134,7 @@ fn set_backing(path: &Path, format: Format, name: &str, parent: &Image) -> Resul
         Format::Qcow2 => crate::qcow2::commit::set_backing(path, name, parent.format()),
         Format::Vmdk => crate::vmdk::write::set_backing(path, name, parent),
         Format::Vhdx => crate::vhdx::write::set_backing(path, name),
+        Format::Vhd => crate::vhd::write::set_backing(path, name, parent),
         other => Err(Error::unsupported(format!(
             "changing the parent of {other} images"
         ))),
@@ -135,6 +148,8 @@ fn relink(path: &Path, format: Format) -> Result<()> {
     match format {
         Format::Vhdx => crate::vhdx::write::relink(path),
         Format::Vmdk => crate::vmdk::write::relink(path),
+        // The parent's time stamp.
+        Format::Vhd => crate::vhd::write::refresh_parent_time(path),
         _ => Ok(()),
     }
 }

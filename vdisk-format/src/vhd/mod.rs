@@ -18,9 +18,13 @@
 
 pub mod bat;
 pub mod check;
+#[cfg(feature = "std")]
+pub mod create;
 pub mod dynamic_header;
 pub mod footer;
 pub mod parent_locator;
+#[cfg(feature = "std")]
+pub mod write;
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -102,7 +106,7 @@ impl Metadata {
 /// The footer to use: the one at the end when it verifies, else the copy
 /// at offset 0 when that one does (noted), else whichever is there (its
 /// checksum reported as damage).
-fn choose_footer<D: ReadAt + ?Sized>(
+pub(crate) fn choose_footer<D: ReadAt + ?Sized>(
     file: &D,
     issue: &mut dyn FnMut(Issue) -> Result<()>,
 ) -> Result<Footer> {
@@ -468,7 +472,7 @@ impl<D: ReadAt> ReadAt for Vhd<D> {
 /// Seconds since the VHD epoch (2000-01-01 UTC) of a file's modification
 /// time, as the parent time stamp of a differencing disk records it.
 #[cfg(feature = "std")]
-fn vhd_mtime(file: &disk_io::FileDisk) -> Result<u32> {
+pub(crate) fn vhd_mtime(file: &disk_io::FileDisk) -> Result<u32> {
     let modified = file.file().metadata()?.modified()?;
     let unix = modified
         .duration_since(std::time::UNIX_EPOCH)
