@@ -44,6 +44,8 @@ crash_tests! {
     vhdx_survives_kills: "vhdx", Format::Vhdx, "block_size=1M";
     vdi_survives_kills: "vdi", Format::Vdi, "";
     vmdk_survives_kills: "vmdk", Format::Vmdk, "";
+    // Its exact size: without force_size, VHD rounds up to a CHS geometry.
+    vpc_survives_kills: "vpc", Format::Vhd, "force_size=on";
 }
 
 /// A small deterministic generator (xorshift64*).
@@ -190,7 +192,14 @@ fn killed_writers_leave_consistent_images(name: &str, format: Format, options: &
                     .output()
                     .unwrap();
             }
-            let code = check.status.code().unwrap_or(-1);
+            let mut code = check.status.code().unwrap_or(-1);
+            if name == "vpc" && code == 63 {
+                // qemu-img has no check for vpc ("does not support
+                // checks"): vdisk's own check stands in for it.
+                let report = vdisk_format::check(&img).unwrap();
+                assert!(report.is_clean(), "{name} run {run}: {report:?}");
+                code = 0;
+            }
             let leaks_ok = name == "qcow2" && code == 3;
             assert!(
                 code == 0 || leaks_ok,

@@ -10,6 +10,10 @@
 //!   header's [parent locators](parent_locator); a sector whose bitmap bit
 //!   is clear (or whose block is not stored) reads from the parent.
 //!
+//! Writing: [`create`] sizes new images as qemu-img does (CHS rounding,
+//! or the exact size with `force_size`), [`write`](mod@write) creates them and writes
+//! dynamic and differencing disks with random access.
+//!
 //! The guest size follows qemu's rule (see [`Footer::virtual_size`]).
 //! Checksums that do not verify are errors unless the caller reads
 //! damaged images ([`Vhd::open_damaged`]); the footer at the end is
