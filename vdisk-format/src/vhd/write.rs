@@ -153,8 +153,9 @@ impl VhdWriter {
     /// Opens the dynamic or differencing disk in `file` (opened
     /// read-write); `parent` must be given exactly for a differencing
     /// disk. Checksums must verify. Metadata is written with barriers: a
-    /// sync before each new BAT entry, so that a power loss cannot leave
-    /// an entry pointing to data not yet on disk.
+    /// sync before each new BAT entry and, in a differencing disk, before
+    /// bitmap bits are set over data written, so that a power loss cannot
+    /// expose data not yet on disk; a sync before space is released.
     pub fn open(file: FileDisk, parent: Option<Backing>) -> Result<VhdWriter> {
         let meta = Metadata::read(&file, &mut |i| match i {
             Issue::Damage(e) => Err(e),
@@ -430,6 +431,13 @@ impl VhdWriter {
                     }
                 })?;
                 if changed {
+                    // In a differencing disk a clear bit reads the parent:
+                    // the data must be on disk before the bit that
+                    // exposes it (in a dynamic disk the data area under a
+                    // clear bit holds zeros, which is what it read).
+                    if self.barriers && self.parent.is_some() {
+                        self.file.flush()?;
+                    }
                     self.file.write_at(bitmap_at, &new)?;
                 }
             }
@@ -476,6 +484,10 @@ impl VhdWriter {
                     if let Some(slot) = st.bat.get_mut(index as usize) {
                         *slot = UNUSED;
                     }
+                    if self.barriers {
+                        // The entry is gone before its data is.
+                        self.file.flush()?;
+                    }
                     // Never read while the entry is unused; replaced
                     // when the block is allocated again.
                     if let Some(bm) = st.bitmaps.get_mut(index) {
@@ -507,6 +519,9 @@ impl VhdWriter {
                             bm.clone()
                         })?;
                         self.file.write_at(at, &new)?;
+                        if self.barriers {
+                            self.file.flush()?;
+                        }
                         self.file
                             .write_zeroes(at + self.bitmap_size + (a - bstart), b - a)?;
                     }
