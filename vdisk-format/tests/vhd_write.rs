@@ -604,3 +604,43 @@ fn mutated_images_are_errors_not_panics() {
         let _ = w.disk.flush();
     }
 }
+
+/// Writers on several threads share one image: the data of stored blocks
+/// goes to the file outside the lock, bitmap updates under it.
+#[test]
+fn writer_is_shared_between_threads() {
+    if !have_all(&["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let w = create_with(
+        d.join("t.vhd"),
+        Format::Vhd,
+        8 << 20,
+        &opts("force_size=on"),
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let w = &w;
+            s.spawn(move || {
+                // Each thread writes every fourth piece, in two halves, so
+                // that most writes land in blocks another thread stored.
+                for k in 0..64u64 {
+                    let off = (k * 4 + u64::from(t)) * 32768;
+                    w.write_at(off + 16384, &[t + 1; 16384]).unwrap();
+                    w.write_at(off, &[t + 1; 16384]).unwrap();
+                }
+            });
+        }
+    });
+    drop(w);
+    assert_clean(d, "t.vhd");
+    let g = qemu_guest(d, "t.vhd");
+    for (i, chunk) in g.chunks(32768).enumerate() {
+        assert!(chunk.iter().all(|&b| b == (i % 4) as u8 + 1), "chunk {i}");
+    }
+    let ours = our_guest(&d.join("t.vhd"));
+    assert_eq!(first_difference(&ours, &g), None);
+}

@@ -465,6 +465,69 @@ impl VhdWriter {
         Ok(())
     }
 
+    /// Guest bytes written. Into a block already stored, the data goes to
+    /// the file outside the lock (the bitmap update takes it), so that
+    /// writers on several threads overlap; allocations, and sectors
+    /// written in part whose rest must be filled, are done under the lock.
+    fn write_bytes(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let end = offset + buf.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / self.block;
+            let bstart = index * self.block;
+            let to = (bstart + self.block).min(end);
+            let part = buf
+                .get((pos - offset) as usize..(to - offset) as usize)
+                .unwrap_or(&[]);
+            let (s0, s1) = ((pos - bstart) / 512, (to - bstart).div_ceil(512));
+            let last_end = (bstart + s1 * 512).min(self.size);
+            let stored = self.state.with_write(|st| {
+                let entry = VhdWriter::bat_entry(st, index);
+                if entry == UNUSED {
+                    return Ok(None);
+                }
+                let at = self.block_at(st, index, entry)?;
+                let whole = self.with_bitmap(st, index, at, |bm| {
+                    (pos.is_multiple_of(512) || bat::bit(bm, s0))
+                        && (to >= last_end || bat::bit(bm, s1 - 1))
+                })?;
+                Ok(whole.then_some((entry, at)))
+            })?;
+            let Some((entry, at)) = stored else {
+                self.state
+                    .with_write(|st| self.write_block(st, index, pos, to, Src::Bytes(part)))?;
+                pos = to;
+                continue;
+            };
+            self.file
+                .write_at(at + self.bitmap_size + (pos - bstart), part)?;
+            self.state.with_write(|st| {
+                if VhdWriter::bat_entry(st, index) != entry {
+                    // Released meanwhile (a discard): written again.
+                    return self.write_block(st, index, pos, to, Src::Bytes(part));
+                }
+                let new = self.with_bitmap(st, index, at, |bm| {
+                    let old = bm.clone();
+                    for s in s0..s1 {
+                        if let Some(byte) = bm.get_mut((s / 8) as usize) {
+                            *byte |= 0x80 >> (s % 8);
+                        }
+                    }
+                    (*bm != old).then(|| bm.clone())
+                })?;
+                if let Some(new) = new {
+                    if self.barriers && self.parent.is_some() {
+                        self.file.flush()?;
+                    }
+                    self.file.write_at(at, &new)?;
+                }
+                Ok(())
+            })?;
+            pos = to;
+        }
+        Ok(())
+    }
+
     /// Makes `offset..offset + length` read from the parent (zeros
     /// without one), releasing whole blocks.
     fn discard_locked(&self, st: &mut State, offset: u64, length: u64) -> Result<()> {
@@ -572,8 +635,7 @@ impl ReadAt for VhdWriter {
 impl WriteAt for VhdWriter {
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
         check_range(self.size, offset, buf.len() as u64)?;
-        self.state
-            .with_write(|st| self.write_locked(st, offset, buf.len() as u64, Src::Bytes(buf)))
+        self.write_bytes(offset, buf)
     }
 
     fn write_zeroes(&self, offset: u64, length: u64) -> Result<()> {
