@@ -529,8 +529,5 @@ pub fn create_output(
             size,
             opts,
         )?))),
-        other => Err(Error::unsupported(alloc::format!(
-            "writing {other} images: this format is not written yet"
-        ))),
     }
 }

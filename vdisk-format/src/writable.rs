@@ -120,9 +120,6 @@ pub fn open_rw(path: impl AsRef<Path>) -> Result<Writable> {
                 cluster_size,
             })
         }
-        other => Err(Error::unsupported(format!(
-            "writing into existing {other} images: not implemented yet"
-        ))),
     }
 }
 
