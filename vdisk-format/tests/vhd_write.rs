@@ -644,3 +644,48 @@ fn writer_is_shared_between_threads() {
     let ours = our_guest(&d.join("t.vhd"));
     assert_eq!(first_difference(&ours, &g), None);
 }
+
+/// Footer and header bytes the writer does not understand (reserved
+/// fields, saved state) are carried over when an existing image is
+/// written: the footer moved to the new end of the file is the one read.
+#[test]
+fn unknown_footer_and_header_bytes_survive() {
+    if !have_all(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh("qemu-img create -q -f vpc u.vhd 8M", d);
+    let path = d.join("u.vhd");
+    let mut f = std::fs::read(&path).unwrap();
+    let seal = |b: &mut [u8], at: usize| {
+        b[at..at + 4].fill(0);
+        let sum = !b.iter().fold(0u32, |s, &x| s.wrapping_add(u32::from(x)));
+        b[at..at + 4].copy_from_slice(&sum.to_be_bytes());
+    };
+    let end = f.len() - 512;
+    for at in [0, end] {
+        f[at + 84] = 1; // saved state
+        f[at + 300] = 0x5a; // reserved
+        seal(&mut f[at..at + 512], 64);
+    }
+    f[512 + 900] = 0xa5; // header reserved
+    seal(&mut f[512..1536], 36);
+    std::fs::write(&path, &f).unwrap();
+    {
+        let w = open_rw(&path).unwrap();
+        w.disk.write_at(3 << 20, &[7; 4096]).unwrap();
+        w.disk.flush().unwrap();
+    }
+    let g = std::fs::read(&path).unwrap();
+    assert!(g.len() > f.len(), "a block was allocated");
+    let end = g.len() - 512;
+    for at in [0, end] {
+        assert_eq!(&g[at..at + 8], b"conectix");
+        assert_eq!((g[at + 84], g[at + 300]), (1, 0x5a), "footer at {at}");
+    }
+    assert_eq!(g[512 + 900], 0xa5);
+    assert_clean(d, "u.vhd");
+    let out = sh("qemu-io -f vpc -r -c 'read -P 7 3M 4k' u.vhd", d);
+    assert!(!out.contains("verification failed"), "{out}");
+}
