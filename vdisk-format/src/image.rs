@@ -424,7 +424,8 @@ impl ReadAt for Image {
 /// Creates a new image of `format` at `path` holding `size` zero bytes,
 /// writable through the returned handle. Fails if `path` exists.
 ///
-/// Formats without a writer are `Unsupported` errors.
+/// Every format is written; options a format does not know are
+/// `Unsupported` errors naming the key.
 pub fn create(
     path: impl AsRef<Path>,
     format: Format,

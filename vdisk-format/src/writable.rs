@@ -54,7 +54,9 @@ pub(crate) fn open_parent_image(child: &Path, name: &str) -> Result<Image> {
 }
 
 /// Opens the image at `path` for writing, whatever its format; parents are
-/// opened read-only. Formats without a writer are `Unsupported` errors.
+/// opened read-only. Images a writer cannot update safely (streamOptimized
+/// VMDK, VDI v0 or differencing, unknown incompatible features) are
+/// `Unsupported` errors.
 pub fn open_rw(path: impl AsRef<Path>) -> Result<Writable> {
     let path = path.as_ref();
     let format = {
