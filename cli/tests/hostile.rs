@@ -11,26 +11,10 @@ use std::path::Path;
 use std::process::Command;
 
 use disk_io::{ReadAt, extents};
-use test_support::{have_all, sh};
+use test_support::{Rng, have_all, sh};
 
 /// Mutations per image.
 const MUTATIONS: u64 = 100;
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
 
 /// Makes the test images in `dir`; returns their file names.
 fn make_images(dir: &Path) -> Vec<String> {

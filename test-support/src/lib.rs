@@ -93,3 +93,42 @@ pub fn replay_corpus(subs: &[&str], min: usize, entry: fn(&[u8])) -> usize {
     assert!(count >= min, "only {count} inputs in {subs:?}");
     count
 }
+
+/// A small deterministic generator (xorshift64*) for seeded test data and
+/// mutations: the same seed gives the same sequence on every machine.
+///
+/// ```
+/// let mut a = test_support::Rng(7);
+/// let mut b = test_support::Rng(7);
+/// assert_eq!(a.next(), b.next());
+/// assert!(a.below(10) < 10);
+/// assert_eq!(a.bytes(5).len(), 5);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 when `n` is 0, without drawing).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+}

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use disk_io::{ReadAt, WriteAt};
+use test_support::Rng;
 use vdisk_format::{CreateOptions, Format};
 
 /// Guest size of every test image.
@@ -46,22 +47,6 @@ crash_tests! {
     vmdk_survives_kills: "vmdk", Format::Vmdk, "";
     // Its exact size: without force_size, VHD rounds up to a CHS geometry.
     vpc_survives_kills: "vpc", Format::Vhd, "force_size=on";
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// The `i`th write of run `seed`: its offset and bytes. Slots are a

@@ -15,24 +15,9 @@ use std::path::Path;
 use std::process::Command;
 
 use disk_io::{Allocation, FileDisk, ReadAt, WriteAt, extents};
-use test_support::{have_all, sh};
+use test_support::{Rng, have_all, sh};
 use vdisk_format::vhdx::write::{VhdxWriter, open_path_with_parent};
 use vdisk_format::{CreateOptions, Format, Image, create_output, create_with, open_rw};
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn opts(s: &str) -> CreateOptions {
     CreateOptions::parse(&[s.to_string()]).unwrap()
