@@ -63,66 +63,43 @@ pub fn open_rw(path: impl AsRef<Path>) -> Result<Writable> {
         let file = FileDisk::open(path)?;
         detect(&file)?.format()
     };
-    match format {
-        Format::Raw => Ok(Writable {
-            disk: Box::new(Raw::new(FileDisk::open_rw(path)?)),
-            format,
-            parent: None,
-            cluster_size: RAW_UNIT,
-        }),
+    type Disk = Box<dyn WriteAt + Send + Sync>;
+    let (disk, parent, cluster_size): (Disk, Option<PathBuf>, u64) = match format {
+        Format::Raw => (Box::new(Raw::new(FileDisk::open_rw(path)?)), None, RAW_UNIT),
         Format::Qcow2 => {
             let (w, parent) = crate::qcow2::write::open_path_with_parent(path)?;
-            let cluster_size = w.cluster_size();
-            Ok(Writable {
-                disk: Box::new(w),
-                format,
-                parent,
-                cluster_size,
-            })
+            let unit = w.cluster_size();
+            (Box::new(w), parent, unit)
         }
         Format::Vmdk => {
             let (w, parent) = crate::vmdk::write::open_path_with_parent(path)?;
-            let cluster_size = w.cluster_size();
-            Ok(Writable {
-                disk: Box::new(w),
-                format,
-                parent,
-                cluster_size,
-            })
+            let unit = w.cluster_size();
+            (Box::new(w), parent, unit)
         }
         Format::Vhdx => {
             let (w, parent) = crate::vhdx::write::open_path_with_parent(path)?;
-            let cluster_size = w.block_size();
-            Ok(Writable {
-                disk: Box::new(w),
-                format,
-                parent,
-                cluster_size,
-            })
+            let unit = w.block_size();
+            (Box::new(w), parent, unit)
         }
         Format::Vdi => {
             let w = crate::vdi::write::open_path(path)?;
-            let cluster_size = w.block_size();
-            Ok(Writable {
-                disk: Box::new(w),
-                format,
-                parent: None,
-                cluster_size,
-            })
+            let unit = w.block_size();
+            (Box::new(w), None, unit)
         }
         Format::Vhd => {
             let (w, parent) = crate::vhd::write::open_path_with_parent(path)?;
             // Compared and copied in 64 KiB pieces by rebase; VHD itself
             // only reads the rest of sectors written in part.
-            let cluster_size = w.unit().min(64 << 10);
-            Ok(Writable {
-                disk: Box::new(w),
-                format,
-                parent,
-                cluster_size,
-            })
+            let unit = w.unit().min(64 << 10);
+            (Box::new(w), parent, unit)
         }
-    }
+    };
+    Ok(Writable {
+        disk,
+        format,
+        parent,
+        cluster_size,
+    })
 }
 
 /// Makes the child at `path` (of `format`) name `name` as its parent,
