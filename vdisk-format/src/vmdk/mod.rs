@@ -229,19 +229,7 @@ impl<D: ReadAt> Vmdk<D> {
         pieces: Vec<Piece<D>>,
         backing: Option<Backing>,
     ) -> Result<Self> {
-        match (&descriptor.parent_file_name_hint, &backing) {
-            (Some(name), None) => {
-                return Err(Error::invalid_input(format!(
-                    "vmdk disk has parent '{name}': open it with its parent"
-                )));
-            }
-            (None, Some(_)) => {
-                return Err(Error::invalid_input(
-                    "vmdk disk names no parent, but a parent was given",
-                ));
-            }
-            _ => {}
-        }
+        check_parent(&descriptor, backing.is_some())?;
         let size = pieces.last().map_or(0, |p| p.start + p.len);
         Ok(Vmdk {
             pieces: pieces.into_iter().filter(|p| p.len > 0).collect(),
@@ -600,4 +588,18 @@ pub(crate) fn create_output(
     Ok(crate::image::Output::plain(Box::new(write::create_image(
         path, size, &params,
     )?)))
+}
+
+/// Refuses a disk opened without the parent its descriptor names, or with
+/// a parent it does not name (reader and writer alike).
+pub(crate) fn check_parent(descriptor: &Descriptor, has_backing: bool) -> Result<()> {
+    match (&descriptor.parent_file_name_hint, has_backing) {
+        (Some(name), false) => Err(Error::invalid_input(format!(
+            "vmdk disk has parent '{name}': open it with its parent"
+        ))),
+        (None, true) => Err(Error::invalid_input(
+            "vmdk disk names no parent, but a parent was given",
+        )),
+        _ => Ok(()),
+    }
 }

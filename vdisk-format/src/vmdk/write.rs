@@ -1077,19 +1077,7 @@ fn open_with(path: &Path, backing: Option<Backing>) -> Result<(VmdkWriter, Optio
             return Err(Error::corrupt("vmdk embedded descriptor of a flat disk", 0));
         }
     }
-    match (&descriptor.parent_file_name_hint, &backing) {
-        (Some(name), None) => {
-            return Err(Error::invalid_input(format!(
-                "vmdk disk has parent '{name}': open it with its parent"
-            )));
-        }
-        (None, Some(_)) => {
-            return Err(Error::invalid_input(
-                "vmdk disk names no parent, but a parent was given",
-            ));
-        }
-        _ => {}
-    }
+    super::check_parent(&descriptor, backing.is_some())?;
     let table_bytes = extents
         .iter()
         .find_map(|e| match &e.kind {
