@@ -122,20 +122,8 @@ impl ParentLocator {
         }
         let data = disk_io::read_vec(file, self.data_offset, self.data_length as usize)?;
         let text: String = match self.platform {
-            Platform::W2ru | Platform::W2ku => {
-                let units = data
-                    .chunks_exact(2)
-                    .map(|c| {
-                        u16::from_le_bytes([
-                            c.first().copied().unwrap_or(0),
-                            c.get(1).copied().unwrap_or(0),
-                        ])
-                    })
-                    .take_while(|&u| u != 0);
-                char::decode_utf16(units)
-                    .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-                    .collect()
-            }
+            // UTF-16LE, as VHDX stores its parent locator too.
+            Platform::W2ru | Platform::W2ku => crate::vhdx::file_identifier::utf16le(&data),
             Platform::Wi2r | Platform::Wi2k => data
                 .iter()
                 .take_while(|&&b| b != 0)
