@@ -646,6 +646,16 @@ impl<D: ReadAt> NtfsVolume<D> {
         dir: &File,
         visit: &mut dyn FnMut(IndexEntry) -> Result<bool>,
     ) -> Result<()> {
+        self.with_dir_index(dir, |root, at, blocks| walk_index(root, at, blocks, visit))
+    }
+
+    /// Opens the `$I30` index of directory `dir` (its root and, when it
+    /// has one, its allocation's index buffers) and runs `f` over them;
+    /// errors name the directory.
+    fn with_dir_index<T, F>(&self, dir: &File, f: F) -> Result<T>
+    where
+        F: FnOnce(&[u8], u64, Option<&dyn IndexBlocks>) -> Result<T>,
+    {
         let i30: Vec<u16> = "$I30".encode_utf16().collect();
         let root = dir.stream(types::INDEX_ROOT, &i30)?.ok_or_else(|| {
             Error::new(
@@ -664,11 +674,10 @@ impl<D: ReadAt> NtfsVolume<D> {
             stream: s,
             size: index_record_size,
         });
-        walk_index(
+        f(
             root_value,
             root.position,
             blocks.as_ref().map(|b| b as &dyn IndexBlocks),
-            visit,
         )
         .map_err(|e| e.context(alloc::format!("directory index of file {}", dir.number)))
     }
@@ -717,34 +726,12 @@ impl<D: ReadAt> NtfsVolume<D> {
     }
 
     fn search_dir(&self, dir: &File, want: &[u16], exact: bool) -> Result<Option<(u64, FileName)>> {
-        let i30: Vec<u16> = "$I30".encode_utf16().collect();
-        let root = dir.stream(types::INDEX_ROOT, &i30)?.ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                alloc::format!("file {} is not a directory", dir.number),
-            )
-        })?;
-        let StreamData::Resident(root_value) = &root.data else {
-            return Err(Error::corrupt("non-resident $INDEX_ROOT", root.position));
-        };
-        let alloc_stream = dir.stream(types::INDEX_ALLOCATION, &i30)?;
-        let index_record_size =
-            crate::index::IndexRoot::parse(root_value, root.position)?.index_record_size;
-        let blocks = alloc_stream.map(|s| Blocks {
-            vol: self,
-            stream: s,
-            size: index_record_size,
-        });
-        let found = crate::index::search_index(
-            root_value,
-            root.position,
-            blocks.as_ref().map(|b| b as &dyn IndexBlocks),
-            &mut |e| {
+        let found = self.with_dir_index(dir, |root, at, blocks| {
+            crate::index::search_index(root, at, blocks, &mut |e| {
                 let n = FileName::parse(&e.key, e.position)?;
                 Ok(self.collate(want, &n.name, exact))
-            },
-        )
-        .map_err(|e| e.context(alloc::format!("directory index of file {}", dir.number)))?;
+            })
+        })?;
         match found {
             Some(e) => Ok(Some((e.record, FileName::parse(&e.key, e.position)?))),
             None => Ok(None),
